@@ -1,0 +1,91 @@
+"""Clip samplers: shapes, ranges, distinct starts, the stride knob, looping, determinism."""
+import numpy as np
+import pytest
+
+from hdc_lib.data.samplers import RandomClipSampler, UniformClipSampler
+
+
+def starts_and_strides(indices):
+    return indices[:, 0], indices[:, 1] - indices[:, 0]
+
+
+def test_random_windows_are_in_range_and_contiguous():
+    sampler = RandomClipSampler(num_frames=8, stride=2, num_clips=3)
+    for seed in range(20):
+        indices, looped = sampler.sample(40, np.random.default_rng(seed))
+        assert indices.shape == (3, 8) and indices.dtype == np.int64 and not looped
+        assert (indices >= 0).all() and (indices < 40).all()
+        assert (np.diff(indices, axis=1) == 2).all()  # windows of stride 2, no wrap
+        assert len(set(indices[:, 0])) == 3  # distinct starts
+
+
+def test_random_starts_cover_every_fitting_start_uniformly():
+    sampler = RandomClipSampler(num_frames=4)
+    rng = np.random.default_rng(0)
+    starts = [sampler(10, rng)[0, 0] for _ in range(3500)]
+    counts = np.bincount(starts, minlength=10)
+    assert counts[7:].sum() == 0  # a window starting at 7 would not fit in 10 frames
+    assert counts[:7].min() > 400  # each of the 7 fitting starts drawn about 500 times
+
+
+def test_starts_are_distinct_whenever_there_are_enough():
+    sampler = RandomClipSampler(num_frames=5, num_clips=4)
+    for seed in range(50):  # exactly 4 fitting starts in an 8-frame video
+        assert sorted(sampler(8, np.random.default_rng(seed))[:, 0]) == [0, 1, 2, 3]
+
+
+def test_stride_tuple_draws_each_speed_per_clip():
+    sampler = RandomClipSampler(num_frames=4, stride=(1, 2, 4), num_clips=2)
+    rng = np.random.default_rng(1)
+    strides = np.concatenate([starts_and_strides(sampler(100, rng))[1] for _ in range(200)])
+    assert set(strides) == {1, 2, 4}
+    assert sampler.span == 13
+
+
+def test_random_sampler_is_deterministic_given_the_generator():
+    sampler = RandomClipSampler(num_frames=6, stride=(1, 2), num_clips=2)
+    first = sampler(50, np.random.default_rng(7))
+    np.testing.assert_array_equal(first, sampler(50, np.random.default_rng(7)))
+    others = [sampler(50, np.random.default_rng(seed)) for seed in range(8, 12)]
+    assert any((other != first).any() for other in others)
+
+
+def test_short_videos_loop_and_say_so():
+    sampler = RandomClipSampler(num_frames=8, num_clips=2)
+    indices, looped = sampler.sample(5, np.random.default_rng(0))
+    assert looped and (indices < 5).all()
+    for clip in indices:  # each window continues from the start of the video after the end
+        np.testing.assert_array_equal(clip, (clip[0] + np.arange(8)) % 5)
+    assert indices[0, 0] != indices[1, 0]
+    one_frame, looped = sampler.sample(1, np.random.default_rng(0))
+    assert looped and (one_frame == 0).all()
+    assert not sampler.sample(8, np.random.default_rng(0))[1]  # exactly fits: no loop
+
+
+def test_uniform_windows_are_evenly_spaced_and_span_the_video():
+    sampler = UniformClipSampler(num_frames=4, stride=2, num_clips=3)
+    indices, looped = sampler.sample(27)
+    assert not looped and indices.shape == (3, 4)
+    np.testing.assert_array_equal(indices[:, 0], [0, 10, 20])  # last window ends the video
+    assert indices[-1, -1] == 26
+    np.testing.assert_array_equal(indices, sampler(27, np.random.default_rng(5)))
+
+
+def test_uniform_sampler_on_a_short_video_spreads_looping_starts():
+    indices, looped = UniformClipSampler(num_frames=6, num_clips=3).sample(4)
+    assert looped
+    np.testing.assert_array_equal(indices[:, 0], [0, 1, 2])
+    np.testing.assert_array_equal(indices[1], [1, 2, 3, 0, 1, 2])
+
+
+@pytest.mark.parametrize("make", [lambda: RandomClipSampler(4, stride=0),
+                                  lambda: RandomClipSampler(4, stride=(1, -1)),
+                                  lambda: UniformClipSampler(4, stride=0)])
+def test_invalid_strides_are_rejected(make):
+    with pytest.raises(ValueError, match="stride"):
+        make()
+
+
+def test_empty_video_is_rejected():
+    with pytest.raises(ValueError, match="at least one frame"):
+        RandomClipSampler(4)(0, np.random.default_rng(0))
