@@ -1,0 +1,184 @@
+"""What the three methods share: an online encoder (backbone + named projection heads), an optional
+momentum (EMA) encoder with key queues, and one `contrast` call that computes an InfoNCE term and
+logs it.
+
+Negatives come from the batch by default. With `queue_size > 0` the method becomes MoCo-style:
+keys come from a momentum copy of the encoder, negatives from a queue of past keys (and, under
+DDP, the queue receives every rank's keys). In-batch mode under DDP gathers the keys of all ranks
+(with gradient for the local part) so the number of negatives is the global batch.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.distributed.nn.functional import all_gather as all_gather_with_grad
+
+from hdc_lib.augment import AugmentConfig, SpatialAugment
+from hdc_lib.backbones import build_backbone
+from hdc_lib.heads import ProjectionHead
+from hdc_lib.losses import contrastive_accuracy, info_nce_from_logits
+from hdc_lib.moco import KeyQueue, ema_update_
+
+
+@dataclass
+class ClipModelConfig:
+    """What any model of clips needs: a backbone, the spatial augmentation and the clip shape.
+
+    Defaults are the toy (CPU) scale; paper presets override them.
+    """
+
+    backbone: str = "tiny"
+    backbone_kwargs: dict = field(default_factory=dict)
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(size=32, scale=(0.5, 1.0)))
+    clip_frames: int = 8          # frames per view T
+    clip_stride: int = 2          # temporal stride between the frames of a view
+
+    def __post_init__(self):
+        if self.clip_frames < 1 or self.clip_stride < 1:
+            raise ValueError("clip_frames and clip_stride must be >= 1")
+
+
+@dataclass
+class ContrastConfig(ClipModelConfig):
+    """Settings every contrastive method has."""
+
+    embed_dim: int = 128          # projection output
+    hidden_dim: int | None = None  # projection hidden width; None = the tapped stage's channels
+    temperature: float = 0.1
+    queue_size: int = 0           # 0: in-batch negatives; > 0: MoCo queue + momentum encoder
+    momentum: float = 0.999       # EMA of the momentum encoder
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.queue_size < 0 or not 0.0 <= self.momentum < 1.0:
+            raise ValueError("queue_size must be >= 0 and momentum in [0, 1)")
+
+
+class ContrastiveMethod(nn.Module):
+    """Base class: subclasses name their heads (head name -> backbone stage) and their queues."""
+
+    def __init__(self, cfg: ContrastConfig, head_stages: dict[str, str], queues: tuple[str, ...]):
+        super().__init__()
+        self.cfg = cfg
+        backbone = build_backbone(cfg.backbone, **cfg.backbone_kwargs)
+        unknown = sorted(set(head_stages.values()) - set(backbone.stage_names))
+        if unknown:
+            raise ValueError(f"{cfg.backbone} has no stage {unknown[0]!r}; stages: {backbone.stage_names}")
+        heads = nn.ModuleDict({
+            name: ProjectionHead(backbone.channels[stage], cfg.hidden_dim, cfg.embed_dim)
+            for name, stage in head_stages.items()
+        })
+        self.head_stages = dict(head_stages)
+        self.online = nn.ModuleDict({"backbone": backbone, "heads": heads})
+        self.augment = SpatialAugment(cfg.augment)
+        self.momentum_encoder: nn.ModuleDict | None = None
+        self.queue: KeyQueue | None = None
+        if cfg.queue_size:
+            self.momentum_encoder = copy.deepcopy(self.online).requires_grad_(False)
+            self.queue = KeyQueue(cfg.queue_size, {name: cfg.embed_dim for name in queues})
+
+    # -- what the data layer must deliver ------------------------------------------------------
+    def clip_request(self) -> dict:
+        """Clips per video, frames per clip and stride that the data sampler must deliver."""
+        return {"num_clips": 2, "num_frames": self.cfg.clip_frames, "stride": self.cfg.clip_stride}
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.online["backbone"]
+
+    def trainable_parameters(self):
+        """Parameters the optimiser updates (the momentum encoder follows by EMA)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # -- encoders ------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor, heads: tuple[str, ...], momentum: bool = False) -> dict:
+        """Embeddings z[name] = head_name(f_stage(x)) for the named heads, from one backbone pass."""
+        encoder = self.momentum_encoder if momentum else self.online
+        stages = {self.head_stages[name] for name in heads}
+        maps = encoder["backbone"].features(x, stages=tuple(stages))
+        return {name: encoder["heads"][name](maps[self.head_stages[name]]) for name in heads}
+
+    @torch.no_grad()
+    def update_momentum_encoder(self) -> None:
+        """EMA step theta_k <- m theta_k + (1 - m) theta_q; a no-op in in-batch mode."""
+        if self.momentum_encoder is not None:
+            ema_update_(self.momentum_encoder, self.online, self.cfg.momentum)
+
+    # -- the contrastive term ------------------------------------------------------------------
+    def contrast(self, name: str, pairs: list[tuple[torch.Tensor, torch.Tensor]], logs: dict,
+                 queue: str | None = None, hard_negatives: torch.Tensor | None = None,
+                 extra_positives: torch.Tensor | None = None) -> torch.Tensor:
+        """InfoNCE of each (query (B, D), positive key (B, D)) pair, averaged, logged under `name`.
+
+        Logits of row i: [q_i . k_j for every key j of the (global) batch] ++ [q_i . queue] ++
+        [q_i . h_i,m for the row's own hard negatives h_i (B, M, D)], all divided by tau.
+        `extra_positives` (B, queue size) bool marks queue entries that also count as positives
+        (DCLR's cross-video search); a row's loss is then -log of its summed positive probability.
+        A symmetrised loss passes both directions, [(z_a, k_b), (z_b, k_a)].
+        """
+        terms = [self._info_nce(q, k, queue, hard_negatives, extra_positives) for q, k in pairs]
+        loss = torch.stack([t[0] for t in terms]).mean()
+        # Logs stay tensors (no host sync per term on a GPU); the training loop reads them.
+        logs[f"loss/{name}"] = loss.detach()
+        for stat in ("acc", "pos_sim", "neg_sim"):
+            logs[f"{stat}/{name}"] = torch.stack([t[1][stat] for t in terms]).mean()
+        return loss
+
+    def _info_nce(self, query, key, queue, hard_negatives, extra_positives):
+        query, key = F.normalize(query, dim=1), F.normalize(key, dim=1)
+        keys, first = gather_keys(key)
+        rows = torch.arange(query.shape[0], device=query.device)
+        columns = [query @ keys.t()]
+        positive = torch.zeros_like(columns[0], dtype=torch.bool)
+        positive[rows, first + rows] = True
+        positives = [positive]
+        if queue is not None and self.queue is not None:
+            columns.append(query @ self.queue[queue].clone().detach().t())
+            positives.append(extra_positives if extra_positives is not None
+                             else torch.zeros_like(columns[-1], dtype=torch.bool))
+        if hard_negatives is not None:
+            hard = F.normalize(hard_negatives, dim=-1)
+            columns.append(torch.einsum("bd,bmd->bm", query, hard))
+            positives.append(torch.zeros_like(columns[-1], dtype=torch.bool))
+        similarity = torch.cat(columns, dim=1)
+        positive_mask = torch.cat(positives, dim=1)
+        # L = mean_i -log( sum_{j in P(i)} exp(s_ij / tau) / sum_j exp(s_ij / tau) )
+        loss = info_nce_from_logits(similarity / self.cfg.temperature, positive_mask)
+        with torch.no_grad():
+            stats = {"acc": contrastive_accuracy(similarity, positive_mask),
+                     "pos_sim": similarity[positive_mask].mean(),
+                     "neg_sim": similarity[~positive_mask].mean()}
+        return loss, stats
+
+
+def gather_keys(key: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All ranks' keys and where this rank's rows start.
+
+    The gather is differentiable (torch.distributed.nn), so every rank's loss sends gradient to
+    the keys it borrowed: the DDP-averaged gradient equals that of the loss over the global batch.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return key, 0
+    parts = all_gather_with_grad(key.contiguous())
+    return torch.cat(parts), dist.get_rank() * key.shape[0]
+
+
+def positive_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity of matching rows: how invariant an embedding is to a view change."""
+    return F.cosine_similarity(a, b, dim=1).mean()
+
+
+def mean_across_ranks(t: torch.Tensor) -> torch.Tensor:
+    """Average of a (detached) statistic over all ranks; the tensor itself when not distributed."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    t = t.detach().clone()
+    dist.all_reduce(t)
+    return t / dist.get_world_size()
