@@ -1,0 +1,224 @@
+"""A run: its config (YAML + dotted overrides), and the builders that turn it into objects.
+
+    method: hdc                    # coupled | hdc | dclr | supervised
+    model: {levels: [layer4]}      # the method's own config dataclass (defaults in its module)
+    data: {dataset: toyworld}      # DataConfig
+    optim: {lr: 0.002}             # OptimConfig
+    train: {epochs: 40}            # TrainConfig
+
+Every value is checked when the config is loaded (unknown keys, wrong types, impossible values such
+as a queue that the global batch does not divide), so a typo fails before any training starts.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+
+from hdc_lib.config import ConfigError, from_dict, to_dict
+from hdc_lib.coupled import Coupled, CoupledConfig
+from hdc_lib.data.datasets import HMDB51, UCF101, VideoDataset, VideoFolder
+from hdc_lib.dclr import DCLR, DCLRConfig
+from hdc_lib.hdc import HDC, HDCConfig
+from hdc_lib.supervised import Supervised, SupervisedConfig
+
+METHODS = {
+    "coupled": (Coupled, CoupledConfig),
+    "hdc": (HDC, HDCConfig),
+    "dclr": (DCLR, DCLRConfig),
+    "supervised": (Supervised, SupervisedConfig),
+}
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, but `1e-4` is a float (YAML 1.1 wants `1.0e-4`, a classic config trap)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."))
+
+
+def read_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["toyworld", "ucf101", "hmdb51", "folder"] = "toyworld"
+    root: str = "data/toyworld"            # video root; for the toy world, the world's folder
+    split_dir: str | None = None           # official split files (ucf101 / hmdb51)
+    fold: int = 1
+    test_root: str | None = None           # folder datasets: where the evaluation videos are
+    short_side: int | None = None          # resize decoded frames (real datasets: 128)
+    cache: bool | None = None              # memory-mapped decoded videos; None: toy world only
+    cache_dir: str | None = None           # default: <root>/.cache
+    workers: int = 0
+    on_error: Literal["raise", "skip"] = "skip"
+    toyworld: dict = field(default_factory=dict)  # render arguments, see hdc_lib.data.toyworld
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adamw"] = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9                  # SGD only
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: float = 0.0
+    milestones: tuple[int, ...] = ()       # step schedule: epochs where lr *= gamma
+    gamma: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 64                   # global: split over the ranks
+    seed: int = 0
+    device: str = "auto"                   # auto | cpu | cuda | cuda:N
+    amp: bool = True                       # bf16/fp16 autocast, on CUDA only
+    sync_bn: bool = False
+    log_every: int = 10                    # steps
+    checkpoint_every: int = 1              # epochs
+    keep_checkpoints: int = 2
+    knn_every: int = 1                     # epochs; 0 = never
+    knn_videos: int = 400                  # held-out subset size for the kNN monitor
+    out_dir: str = "runs/default"
+    tensorboard: bool = False
+
+
+@dataclass
+class RunConfig:
+    method: str = "hdc"
+    model: Any = None                      # the method's config dataclass
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "model": to_dict(self.model), "data": to_dict(self.data),
+                "optim": to_dict(self.optim), "train": to_dict(self.train)}
+
+
+def run_config_from_dict(raw: dict) -> RunConfig:
+    """Validate and build a RunConfig from a plain dict."""
+    raw = dict(raw)
+    unknown = sorted(set(raw) - {"method", "model", "data", "optim", "train"})
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} (known: method, model, data, optim, train)")
+    method = raw.get("method", "hdc")
+    if method not in METHODS:
+        raise ConfigError(f"method: {method!r} is not one of {sorted(METHODS)}")
+    cfg = RunConfig(
+        method=method,
+        model=from_dict(METHODS[method][1], raw.get("model"), "model."),
+        data=from_dict(DataConfig, raw.get("data"), "data."),
+        optim=from_dict(OptimConfig, raw.get("optim"), "optim."),
+        train=from_dict(TrainConfig, raw.get("train"), "train."),
+    )
+    queue = getattr(cfg.model, "queue_size", 0)
+    if queue and queue % cfg.train.batch_size:
+        raise ConfigError(f"model.queue_size={queue} must be a multiple of the global batch "
+                          f"train.batch_size={cfg.train.batch_size} (the queue advances a batch at a time)")
+    if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
+        raise ConfigError("train.epochs and train.batch_size must be >= 1")
+    if cfg.optim.lr <= 0:
+        raise ConfigError(f"optim.lr must be > 0, got {cfg.optim.lr}")
+    return cfg
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """`a.b.c=value` overrides; values are parsed as YAML (numbers, lists, booleans)."""
+    raw = read_yaml(yaml.safe_dump(raw)) or {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key.path=value")
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[leaf] = read_yaml(value)
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML config (safe loader), apply dotted overrides, validate."""
+    raw = {}
+    if path is not None:
+        try:
+            raw = read_yaml(Path(path).read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    try:
+        return run_config_from_dict(apply_overrides(raw, list(overrides)))
+    except ConfigError as err:
+        raise ConfigError(f"{path or 'config'}: {err}") from err
+
+
+# -- builders --------------------------------------------------------------------------------
+def build_method(cfg: RunConfig, num_classes: int | None = None) -> torch.nn.Module:
+    model_cls = METHODS[cfg.method][0]
+    if cfg.method == "supervised":
+        if num_classes is None:
+            raise ValueError("the supervised method needs the number of classes")
+        return model_cls(cfg.model, num_classes)
+    return model_cls(cfg.model)
+
+
+def build_optimizer(cfg: OptimConfig, parameters, steps_per_epoch: int, epochs: int):
+    """Optimizer and a per-step LambdaLR: linear warm-up, then cosine, step or constant."""
+    if cfg.name == "sgd":
+        optimizer = torch.optim.SGD(parameters, lr=cfg.lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = max(1, steps_per_epoch * epochs)
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.schedule == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        if cfg.schedule == "step":
+            epoch = step // max(1, steps_per_epoch)
+            return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+        return 1.0
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_dataset(cfg: RunConfig, train: bool, clip_sampler) -> VideoDataset:
+    """The train or test split of the configured dataset (the toy world is rendered if missing)."""
+    from hdc_lib.data.toyworld import ensure_toyworld
+
+    d = cfg.data
+    root = Path(d.root)
+    cache = d.cache if d.cache is not None else d.dataset == "toyworld"
+    options = {"clip_sampler": clip_sampler, "short_side": d.short_side, "seed": cfg.train.seed,
+               "on_error": d.on_error,
+               "cache_dir": (d.cache_dir or root / ".cache") if cache else None}
+    if d.dataset == "toyworld":
+        ensure_toyworld(root, **d.toyworld)
+        return UCF101(root / "videos", root / "splits", fold=1, train=train, **options)
+    if d.split_dir is None and d.dataset in ("ucf101", "hmdb51"):
+        raise ConfigError(f"data.split_dir is required for {d.dataset}")
+    if d.dataset == "ucf101":
+        return UCF101(root, d.split_dir, fold=d.fold, train=train, **options)
+    if d.dataset == "hmdb51":
+        return HMDB51(root, d.split_dir, fold=d.fold, train=train, **options)
+    if not train and d.test_root is None:
+        raise ConfigError("data.test_root is required to evaluate a folder dataset")
+    return VideoFolder(root if train else d.test_root, **options)

@@ -1,0 +1,288 @@
+"""One training loop for every method, on one CPU or on many GPUs under torchrun.
+
+    python -m hdc_lib pretrain --config configs/toy/hdc.yaml               # one process
+    torchrun --nproc_per_node=8 -m hdc_lib pretrain --config configs/ucf101/hdc_r3d18.yaml
+
+What it guarantees:
+- Exact resume. The data order of an epoch, every item's clips and every random augmentation are
+  functions of (seed, epoch, step, rank), and a checkpoint stores the model (with its momentum
+  encoder, queues and level weights), optimiser, schedule, scaler and random-generator states. So
+  `--resume` after a kill ends with the same weights as an uninterrupted run (on CPU, bit for bit).
+- Nothing lost. Checkpoints are atomic; SIGTERM / Ctrl-C write one before exiting; a non-finite
+  loss stops the run with a message and leaves the last good checkpoint.
+- Device-agnostic. CUDA if present (autocast bf16 where supported, else fp16 with a grad scaler),
+  otherwise CPU in fp32. Under DDP: gloo on CPU, NCCL on CUDA, per-rank data shards, keys gathered
+  across ranks inside the losses, optional SyncBatchNorm, rank 0 logs and checkpoints.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from hdc_lib.checkpoint import checkpoint_name, load_latest, prune_checkpoints, save_checkpoint
+from hdc_lib.data.samplers import RandomClipSampler
+from hdc_lib.evaluate import knn_monitor
+from hdc_lib.experiment import RunConfig, build_dataset, build_method, build_optimizer
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+@dataclass
+class Context:
+    """Where this process runs: its rank among `world_size` and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(device: str = "auto") -> Context:
+    """Join the process group when launched by torchrun (RANK/WORLD_SIZE set); pick the device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda":
+        device = f"cuda:{local_rank}"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return Context(rank=rank, world_size=world_size, device=dev)
+
+
+def epoch_batches(num_items: int, batch_per_rank: int, seed: int, epoch: int, rank: int,
+                  world_size: int) -> list[list[int]]:
+    """This rank's batches of one epoch: a permutation seeded by (seed, epoch), cut into global
+    batches (the last incomplete one dropped), each split into equal per-rank parts."""
+    order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    per_step = batch_per_rank * world_size
+    return [order[s * per_step + rank * batch_per_rank: s * per_step + (rank + 1) * batch_per_rank].tolist()
+            for s in range(num_items // per_step)]
+
+
+def step_seed(seed: int, epoch: int, rank: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919 + rank) % (2 ** 63)
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 (or fp16) autocast on CUDA; nothing elsewhere (CPU runs in fp32)."""
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+class _StopRequest:
+    """SIGTERM / SIGINT set a flag; the loop checkpoints at the next step boundary and stops."""
+
+    def __init__(self):
+        self.signal = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _scalar_logs(logs: dict) -> dict:
+    return {k: float(v) for k, v in logs.items()}
+
+
+def _truncate_metrics(path: Path, global_step: int, epoch: int) -> None:
+    """Drop the records a resumed run will write again (everything after its checkpoint)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if (record["kind"] == "step" and record["global_step"] <= global_step) or \
+                (record["kind"] == "epoch" and record["epoch"] < epoch):
+            kept.append(line)
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train `cfg` to the end (or until a stop signal). Returns a summary with the run folder."""
+    ctx = setup(cfg.train.device)
+    out = Path(cfg.train.out_dir)
+    tc = cfg.train
+    if tc.batch_size % ctx.world_size:
+        raise ValueError(f"train.batch_size={tc.batch_size} is not divisible by {ctx.world_size} ranks")
+    batch_per_rank = tc.batch_size // ctx.world_size
+
+    train_set = build_dataset(cfg, train=True, clip_sampler=None)
+    torch.manual_seed(tc.seed)  # identical initial weights on every rank
+    method = build_method(cfg, num_classes=len(train_set.classes)).to(ctx.device)
+    train_set.clip_sampler = RandomClipSampler(**method.clip_request())
+    model = method
+    if ctx.world_size > 1:
+        if tc.sync_bn:
+            method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+        model = DistributedDataParallel(method, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                                        broadcast_buffers=False)
+    batches_per_epoch = len(train_set) // tc.batch_size
+    if batches_per_epoch == 0:
+        raise ValueError(f"{len(train_set)} training videos are fewer than one batch of {tc.batch_size}")
+    optimizer, scheduler = build_optimizer(cfg.optim, method.trainable_parameters(), batches_per_epoch, tc.epochs)
+    use_scaler = tc.amp and ctx.device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+
+    epoch, start_step = 0, 0
+    generator_state = None
+    sums, count = {}, 0  # running sums of this epoch's logs (kept in checkpoints)
+    if resume and (found := load_latest(out, map_location=ctx.device)):
+        state, path = found
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        epoch, start_step = int(state["epoch"]), int(state["step"])
+        generator_state = state["generator"]
+        torch.set_rng_state(state["torch_rng"])
+        sums, count = dict(state["epoch_sums"]), int(state["epoch_count"])
+        if ctx.is_main:
+            log.info("resumed from %s (epoch %d, step %d)", path, epoch, start_step)
+    metrics_path = out / "metrics.jsonl"
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if resume:
+            _truncate_metrics(metrics_path, epoch * batches_per_epoch + start_step, epoch)
+        else:
+            metrics_path.unlink(missing_ok=True)
+    writer = _tensorboard(out) if tc.tensorboard and ctx.is_main else None
+
+    def checkpoint(at_epoch: int, at_step: int, generator: torch.Generator) -> None:
+        if not ctx.is_main:
+            return
+        save_checkpoint(out / checkpoint_name(at_epoch, at_step), {
+            "model": method.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "epoch": at_epoch, "step": at_step, "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(), "epoch_sums": sums, "epoch_count": count,
+            "config": cfg.to_dict()})
+        prune_checkpoints(out, tc.keep_checkpoints)
+
+    def record(entry: dict) -> None:
+        if ctx.is_main:
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(entry) + "\n")
+            if writer is not None:
+                for key, value in entry.items():
+                    if isinstance(value, float):
+                        writer.add_scalar(key, value, entry.get("global_step", entry.get("epoch", 0)))
+
+    summary = {"out_dir": str(out), "interrupted": None, "epochs": tc.epochs}
+    with _StopRequest() as stop:
+        while epoch < tc.epochs:
+            train_set.set_epoch(epoch)
+            batches = epoch_batches(len(train_set), batch_per_rank, tc.seed, epoch, ctx.rank, ctx.world_size)
+            loader = DataLoader(train_set, batch_sampler=batches[start_step:], num_workers=cfg.data.workers,
+                                pin_memory=ctx.device.type == "cuda", persistent_workers=False)
+            generator = torch.Generator(ctx.device)
+            if generator_state is not None:
+                generator.set_state(generator_state.to(generator.get_state().device))
+                generator_state = None
+            else:
+                generator.manual_seed(step_seed(tc.seed, epoch, ctx.rank))
+                torch.manual_seed(step_seed(tc.seed, epoch, ctx.rank) + 1)
+            method.train()
+            bar = _progress(progress and ctx.is_main, total=len(batches), initial=start_step,
+                            desc=f"{cfg.method} epoch {epoch + 1}/{tc.epochs}")
+            tick, clips_seen = time.perf_counter(), 0
+            for step, batch in enumerate(loader, start=start_step):
+                windows = batch["video"].to(ctx.device, non_blocking=True)
+                with autocast(ctx.device, tc.amp):
+                    views = method.make_views(windows, generator=generator)
+                    views["label"] = batch["label"].to(ctx.device)
+                    loss, logs = model(views)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(
+                        f"non-finite loss {loss.item()} at epoch {epoch + 1}, step {step}; the last good "
+                        f"checkpoint in {out} is kept (lower optim.lr or check the data)")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                scalars = _scalar_logs(logs)
+                for key, value in scalars.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                count += 1
+                # Clips through the backbone per second, all ranks together (views x videos).
+                clips_seen += ctx.world_size * sum(v.shape[0] for v in views.values() if v.dim() == 5)
+                clips_per_s = clips_seen / max(time.perf_counter() - tick, 1e-9)
+                global_step = epoch * batches_per_epoch + step + 1
+                if global_step % tc.log_every == 0 or step + 1 == len(batches):
+                    record({"kind": "step", "epoch": epoch, "step": step, "global_step": global_step,
+                            "lr": scheduler.get_last_lr()[0], **scalars, "clips_per_s": clips_per_s})
+                bar.update(1)
+                bar.set_postfix(loss=f"{scalars['loss/total']:.3f}", clips_s=f"{clips_per_s:.0f}")
+                if stop.signal:
+                    checkpoint(epoch, step + 1, generator)
+                    summary["interrupted"] = stop.signal
+                    bar.close()
+                    return summary
+            bar.close()
+            start_step = 0
+            epoch += 1
+            entry = {"kind": "epoch", "epoch": epoch - 1, "seconds": time.perf_counter() - tick,
+                     **{k: v / max(count, 1) for k, v in sums.items()}}
+            sums, count = {}, 0
+            if tc.knn_every and (epoch % tc.knn_every == 0 or epoch == tc.epochs):
+                entry["knn_acc"] = knn_monitor(cfg, method, ctx)
+            record(entry)
+            if ctx.is_main and progress:
+                shown = {k: round(v, 4) for k, v in entry.items() if k in ("loss/total", "knn_acc")}
+                print(f"epoch {epoch}/{tc.epochs} {shown}", flush=True)
+            if epoch % tc.checkpoint_every == 0 or epoch == tc.epochs:
+                checkpoint(epoch, 0, generator)
+    if ctx.is_main:
+        save_checkpoint(out / "final.pt", {"model": method.state_dict(), "config": cfg.to_dict()})
+    return summary
+
+
+def _progress(enabled: bool, **kw):
+    from tqdm.auto import tqdm
+    return tqdm(disable=not enabled, leave=False, dynamic_ncols=True, **kw)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("train.tensorboard is on but tensorboard is not installed; logging to JSONL only")
+        return None
+    return SummaryWriter(str(out / "tensorboard"))

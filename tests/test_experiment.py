@@ -1,0 +1,75 @@
+"""Run configs: every shipped config loads; overrides and impossible values are handled up front."""
+from pathlib import Path
+
+import pytest
+
+from hdc_lib.config import ConfigError
+from hdc_lib.experiment import apply_overrides, build_optimizer, load_config
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(CONFIG_DIR.rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert cfg.train.out_dir.startswith("runs/")
+
+
+def test_paper_presets_keep_the_papers_settings():
+    cfg = load_config(CONFIG_DIR / "ucf101/dclr_r2plus1d.yaml")
+    model = cfg.model
+    assert (model.backbone, model.clip_frames, model.clip_stride, model.augment.size) == ("r2plus1d_18", 16, 2, 112)
+    assert (model.queue_size, model.momentum, model.temperature, model.topk) == (2048, 0.999, 0.07, 5)
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.milestones, cfg.optim.weight_decay) == ("sgd", 0.01, (120, 160), 1e-4)
+    assert (cfg.train.epochs, cfg.train.batch_size) == (200, 64)
+
+
+def test_dotted_overrides_are_parsed_as_yaml():
+    raw = apply_overrides({"train": {"epochs": 3}}, ["train.epochs=5", "model.levels=[layer4]",
+                                                     "data.cache=false", "optim.lr=1e-3"])
+    assert raw == {"train": {"epochs": 5}, "model": {"levels": ["layer4"]}, "data": {"cache": False},
+                   "optim": {"lr": 1e-3}}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.queue_size=100"], "multiple of the global batch"),
+    (["method=simclr"], "method: 'simclr' is not one of"),
+    (["train.epoch=3"], "unknown key 'train.epoch'"),
+    (["optim.lr=-1"], "optim.lr must be > 0"),
+    (["train.epochs"], "not of the form key.path=value"),
+    (["data.dataset=kinetics"], "data.dataset: 'kinetics' is not one of"),
+])
+def test_config_errors_are_clear_and_early(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_yaml_must_be_a_mapping(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="bad.yaml: the top level must be a mapping"):
+        load_config(path)
+
+
+def test_schedules_warm_up_then_decay():
+    cfg = load_config(None, ["optim.warmup_epochs=1", "optim.schedule=cosine"]).optim
+    import torch
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer, scheduler = build_optimizer(cfg, params, steps_per_epoch=10, epochs=5)
+    lrs = []
+    for _ in range(50):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(cfg.lr / 10) and lrs[9] == pytest.approx(cfg.lr)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 0.01 * cfg.lr
+    step_cfg = load_config(None, ["optim.schedule=step", "optim.milestones=[2, 4]"]).optim
+    optimizer, scheduler = build_optimizer(step_cfg, params, steps_per_epoch=10, epochs=5)
+    lrs = []
+    for _ in range(50):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[19] == pytest.approx(step_cfg.lr) and lrs[20] == pytest.approx(step_cfg.lr * 0.1)
+    assert lrs[40] == pytest.approx(step_cfg.lr * 0.01)
