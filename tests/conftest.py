@@ -113,3 +113,27 @@ def synthetic_video_writer():
     """`write_test_video(path, num_frames=24, height=32, width=48, seed=0, **write_video_options)`,
     for tests that need videos of their own."""
     return write_test_video
+
+
+# ---- engine fixtures: a tiny toy world and the overrides that train on it in seconds ----------
+TINY_WORLD = {"videos_per_class": 4, "frames": 24, "size": 48}
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """A rendered toy world of 32 videos (24 train / 8 test), shared by the engine tests."""
+    from hdc_lib.data.toyworld import ensure_toyworld
+
+    root = tmp_path_factory.mktemp("toyworld")
+    ensure_toyworld(root, progress=False, **TINY_WORLD)
+    return root
+
+
+@pytest.fixture
+def tiny_overrides(tiny_world, tmp_path) -> list[str]:
+    """Config overrides for a short CPU run on the tiny world, writing into tmp_path/run."""
+    import json
+
+    return [f"data.root={tiny_world}", f"data.toyworld={json.dumps(TINY_WORLD)}",
+            "train.epochs=2", "train.batch_size=8", f"train.out_dir={tmp_path / 'run'}",
+            "train.knn_videos=16", "train.log_every=1", "model.augment.size=24"]

@@ -268,8 +268,11 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 25, *,
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        # mbtree=0: with x264's macroblock-tree rate control the same frames encode to different
+        # bytes (and decoded pixels) from one process to the next; without it they never do.
         stream.options = {"crf": str(crf), "g": str(keyframe_interval),
-                          "keyint_min": str(keyframe_interval), "sc_threshold": "0"}
+                          "keyint_min": str(keyframe_interval), "sc_threshold": "0",
+                          "x264-params": "mbtree=0"}
         for array in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
         container.mux(stream.encode())
