@@ -29,6 +29,12 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     if unknown:
         raise ConfigError(f"unknown key {where + unknown[0]!r} (known: {', '.join(sorted(fields))})")
     hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        # A partial nested section refines the field's own default (a toy preset's augmentation,
+        # say), rather than falling back to the nested class's defaults.
+        default = _default(fields[name])
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict) and default is not None:
+            data[name] = {**to_dict(default), **value}
     kwargs = {name: _convert(hints[name], value, where + name) for name, value in data.items()}
     try:
         return cls(**kwargs)
@@ -45,6 +51,12 @@ def to_dict(config: Any) -> dict[str, Any]:
             return {k: plain(v) for k, v in value.items()}
         return value
     return {k: plain(v) for k, v in dataclasses.asdict(config).items()}
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def _convert(hint: Any, value: Any, key: str) -> Any:

@@ -34,7 +34,11 @@ class ClipModelConfig:
 
     backbone: str = "tiny"
     backbone_kwargs: dict = field(default_factory=dict)
-    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(size=32, scale=(0.5, 1.0)))
+    # Toy scale: 32 px crops of at least half the frame (small objects must survive the crop) and
+    # no horizontal flip, which would turn the toy world's "right" into "left" and "clockwise"
+    # into "anticlockwise". Paper presets give the full augmentation.
+    augment: AugmentConfig = field(
+        default_factory=lambda: AugmentConfig(size=32, scale=(0.5, 1.0), flip_p=0.0))
     clip_frames: int = 8          # frames per view T
     clip_stride: int = 2          # temporal stride between the frames of a view
 
@@ -50,6 +54,7 @@ class ContrastConfig(ClipModelConfig):
     embed_dim: int = 128          # projection output
     hidden_dim: int | None = None  # projection hidden width; None = the tapped stage's channels
     temperature: float = 0.1
+    speed_strides: tuple[int, ...] = ()  # temporal augmentation: each window draws its stride here
     queue_size: int = 0           # 0: in-batch negatives; > 0: MoCo queue + momentum encoder
     momentum: float = 0.999       # EMA of the momentum encoder
 
@@ -87,7 +92,8 @@ class ContrastiveMethod(nn.Module):
     # -- what the data layer must deliver ------------------------------------------------------
     def clip_request(self) -> dict:
         """Clips per video, frames per clip and stride that the data sampler must deliver."""
-        return {"num_clips": 2, "num_frames": self.cfg.clip_frames, "stride": self.cfg.clip_stride}
+        stride = tuple(self.cfg.speed_strides) or self.cfg.clip_stride
+        return {"num_clips": 2, "num_frames": self.cfg.clip_frames, "stride": stride}
 
     @property
     def backbone(self) -> nn.Module:

@@ -49,6 +49,12 @@ class DCLRConfig(ContrastConfig):
     topk: int = 5
     align_weight: float = 0.1
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.speed_strides:
+            raise ValueError("DCLR samples raw windows and subsamples them itself: use clip_stride, "
+                             "not speed_strides")
+
 
 # -- the helpers the notebooks use ------------------------------------------------------------
 def static_clip(window: torch.Tensor, frame_index: torch.Tensor, num_frames: int) -> torch.Tensor:

@@ -23,3 +23,10 @@ def test_round_trip_through_a_plain_dict():
 def test_bad_values_are_named(data, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(HDCConfig, data)
+
+
+def test_a_partial_nested_section_refines_the_fields_default():
+    base = HDCConfig().augment
+    cfg = from_dict(HDCConfig, {"augment": {"size": 48}})
+    assert cfg.augment.size == 48
+    assert (cfg.augment.flip_p, cfg.augment.scale) == (base.flip_p, base.scale)

@@ -187,3 +187,10 @@ def test_momentum_encoder_follows_by_ema_and_is_not_trained():
 def test_unknown_stage_is_a_clear_error():
     with pytest.raises(ValueError, match="no stage 'layer9'"):
         build("coupled", level="layer9")
+
+
+def test_speed_strides_reach_the_clip_request():
+    assert build("hdc", speed_strides=[1, 2, 3]).clip_request()["stride"] == (1, 2, 3)
+    assert build("hdc").clip_request()["stride"] == 2
+    with pytest.raises(ValueError, match="speed_strides"):
+        build("dclr", speed_strides=[1, 2])
