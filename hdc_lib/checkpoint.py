@@ -79,3 +79,9 @@ def prune_checkpoints(directory: str | Path, keep: int) -> None:
     """Delete all but the `keep` newest training checkpoints."""
     for path in list_checkpoints(directory)[keep:]:
         path.unlink(missing_ok=True)
+
+
+def backbone_state(model_state: dict) -> dict:
+    """The online backbone's weights out of a method's state dict (any method)."""
+    prefix = "online.backbone."
+    return {k[len(prefix):]: v for k, v in model_state.items() if k.startswith(prefix)}

@@ -23,7 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from hdc_lib.augment import SpatialAugment
+from hdc_lib.backbones import build_backbone
+from hdc_lib.checkpoint import backbone_state, load_checkpoint
 from hdc_lib.data.samplers import UniformClipSampler
+from hdc_lib.experiment import build_dataset, load_config
 
 
 def eval_transform(method):
@@ -118,8 +122,6 @@ def retrieval_recall(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch
 
 def eval_datasets(cfg, num_clips: int, limit: int | None = None):
     """Train (bank / gallery) and test (queries) splits with N uniform clips per video."""
-    from hdc_lib.experiment import build_dataset
-
     sampler = UniformClipSampler(cfg.model.clip_frames, cfg.model.clip_stride, num_clips)
     splits = [build_dataset(cfg, train=t, clip_sampler=sampler) for t in (True, False)]
     if limit is not None:
@@ -153,3 +155,100 @@ def knn_monitor(cfg, method, ctx) -> float | None:
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
     return accuracy
+
+
+# -- `hdc eval`: the protocols on a finished run ---------------------------------------------
+PROTOCOLS = ("linear", "retrieval", "finetune", "probes")
+
+
+def load_backbone(run_dir: Path, checkpoint: str | None, overrides: list[str], device):
+    """The run's config (with overrides, e.g. another dataset) and its trained backbone."""
+
+    cfg = load_config(run_dir / "config.yaml", overrides)
+    path = Path(checkpoint) if checkpoint else run_dir / "final.pt"
+    backbone = build_backbone(cfg.model.backbone, **cfg.model.backbone_kwargs)
+    backbone.load_state_dict(backbone_state(load_checkpoint(path)["model"]))
+    stat = path.stat()
+    identity = {"checkpoint": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
+    return cfg, backbone.to(device), SpatialAugment(cfg.model.augment).center, identity
+
+
+def video_features(cfg, backbone, transform, device, identity: dict, num_clips: int, cache_dir) -> tuple:
+    """Train and test features of N uniform clips per video, cached per checkpoint and settings."""
+    def compute(train: bool):
+        dataset = eval_datasets(cfg, num_clips)[0 if train else 1]
+        return extract_features(backbone, dataset, transform, device, workers=cfg.data.workers)
+
+    key = {**identity, "data": cfg.to_dict()["data"], "clips": num_clips,
+           "frames": cfg.model.clip_frames, "stride": cfg.model.clip_stride}
+    return tuple(cached_features(cache_dir, {**key, "train": t}, lambda t=t: compute(t)) for t in (True, False))
+
+
+def finetune(cfg, run_dir: Path, checkpoint: str | None, epochs: int, lr: float, num_clips: int,
+             device, progress: bool) -> dict:
+    """Fine-tune the whole backbone plus a new linear layer on the labels (the supervised method
+    started from the pretrained backbone), then test video-level: logits averaged over N clips."""
+    from hdc_lib.train import train  # train imports this module
+
+    out = run_dir / "finetune"
+    ft_cfg = load_config(None, [
+        "method=supervised", f"data={json.dumps(cfg.to_dict()['data'])}",
+        f"model.backbone={cfg.model.backbone}", f"model.clip_frames={cfg.model.clip_frames}",
+        f"model.clip_stride={cfg.model.clip_stride}",
+        f"model.augment={json.dumps(cfg.to_dict()['model']['augment'])}",
+        f"optim.lr={lr}", f"train.epochs={epochs}", f"train.batch_size={cfg.train.batch_size}",
+        f"train.seed={cfg.train.seed}", f"train.out_dir={out}", "train.knn_every=0",
+        f"train.init_backbone={checkpoint or run_dir / 'final.pt'}"])
+    model = train(ft_cfg, progress=progress)["method"]
+    model.eval()
+    test_set = eval_datasets(ft_cfg, num_clips)[1]
+    correct = 0
+    with torch.no_grad():
+        for batch in DataLoader(test_set, batch_size=16, num_workers=cfg.data.workers):
+            video = batch["video"].to(device)
+            b, k = video.shape[:2]
+            logits = model.classifier(model.backbone(model.augment.center(video.flatten(0, 1))))
+            correct += (logits.view(b, k, -1).mean(1).argmax(1).cpu() == batch["label"]).sum().item()
+    return {"accuracy": correct / len(test_set), "epochs": epochs, "lr": lr}
+
+
+def add_eval_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="evaluate a pretrained run: linear probe, retrieval, fine-tuning, toy probes",
+        description="Evaluate a run folder (its config.yaml and final.pt). Dotted overrides switch "
+                    "the dataset, e.g. data.dataset=hmdb51 data.root=... data.split_dir=...")
+    parser.add_argument("protocol", choices=PROTOCOLS)
+    parser.add_argument("--run", required=True, help="the run folder (train.out_dir)")
+    parser.add_argument("--checkpoint", help="another checkpoint than <run>/final.pt")
+    parser.add_argument("--clips", type=int, default=10, help="uniform clips per test video")
+    parser.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs")
+    parser.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    parser.set_defaults(func=run_eval)
+
+
+def run_eval(args) -> int:
+    from hdc_lib.probes import toy_probes  # probes imports this module
+    from hdc_lib.train import setup
+
+    device = setup().device
+    run_dir = Path(args.run)
+    cfg, backbone, transform, identity = load_backbone(run_dir, args.checkpoint, args.overrides, device)
+    if args.protocol == "finetune":
+        result = finetune(cfg, run_dir, args.checkpoint, args.epochs, args.lr, args.clips, device,
+                          not args.no_progress)
+    elif args.protocol == "probes":
+        result = toy_probes(cfg, backbone, transform, device, args.clips)
+    else:
+        train, test = video_features(cfg, backbone, transform, device, identity, args.clips,
+                                     run_dir / "features")
+        stage = backbone.stage_names[-1]
+        x_train, x_test = train["features"][stage], test["features"][stage]
+        result = ({"accuracy": linear_probe(x_train, train["labels"], x_test, test["labels"])}
+                  if args.protocol == "linear" else
+                  retrieval_recall(x_train, train["labels"], x_test, test["labels"]))
+    result = {"protocol": args.protocol, "dataset": cfg.data.dataset, "clips": args.clips, **result}
+    (run_dir / f"eval_{args.protocol}.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    return 0

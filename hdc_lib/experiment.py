@@ -90,6 +90,7 @@ class TrainConfig:
     knn_every: int = 1                     # epochs; 0 = never
     knn_videos: int = 400                  # held-out subset size for the kNN monitor
     out_dir: str = "runs/default"
+    init_backbone: str | None = None       # a checkpoint whose backbone starts this run (fine-tuning)
     tensorboard: bool = False
 
 

@@ -31,7 +31,8 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from hdc_lib.checkpoint import checkpoint_name, load_latest, prune_checkpoints, save_checkpoint
+from hdc_lib.checkpoint import (backbone_state, checkpoint_name, load_checkpoint, load_latest,
+                                prune_checkpoints, save_checkpoint)
 from hdc_lib.data.samplers import RandomClipSampler
 from hdc_lib.evaluate import knn_monitor
 from hdc_lib.experiment import RunConfig, build_dataset, build_method, build_optimizer
@@ -134,7 +135,11 @@ def _truncate_metrics(path: Path, global_step: int, epoch: int) -> None:
 
 
 def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Train `cfg` to the end (or until a stop signal). Returns a summary with the run folder."""
+    """Train `cfg` to the end (or until a stop signal).
+
+    Returns a summary: the run folder, the trained method (the module itself, not a DDP wrapper)
+    and, when a signal stopped the run, its name under "interrupted".
+    """
     ctx = setup(cfg.train.device)
     out = Path(cfg.train.out_dir)
     tc = cfg.train
@@ -146,6 +151,8 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     method = build_method(cfg, num_classes=len(train_set.classes)).to(ctx.device)
     train_set.clip_sampler = RandomClipSampler(**method.clip_request())
+    if tc.init_backbone:
+        method.backbone.load_state_dict(backbone_state(load_checkpoint(tc.init_backbone)["model"]))
     model = method
     if ctx.world_size > 1:
         if tc.sync_bn:
@@ -204,7 +211,7 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
                     if isinstance(value, float):
                         writer.add_scalar(key, value, entry.get("global_step", entry.get("epoch", 0)))
 
-    summary = {"out_dir": str(out), "interrupted": None, "epochs": tc.epochs}
+    summary = {"out_dir": str(out), "interrupted": None, "epochs": tc.epochs, "method": method}
     with _StopRequest() as stop:
         while epoch < tc.epochs:
             train_set.set_epoch(epoch)

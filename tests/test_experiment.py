@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from hdc_lib.config import ConfigError
 from hdc_lib.experiment import apply_overrides, build_optimizer, load_config
@@ -21,6 +22,7 @@ def test_paper_presets_keep_the_papers_settings():
     model = cfg.model
     assert (model.backbone, model.clip_frames, model.clip_stride, model.augment.size) == ("r2plus1d_18", 16, 2, 112)
     assert (model.queue_size, model.momentum, model.temperature, model.topk) == (2048, 0.999, 0.07, 5)
+    assert (model.augment.scale, model.augment.flip_p, model.augment.blur_p) == ((0.2, 1.0), 0.5, 0.5)
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.milestones, cfg.optim.weight_decay) == ("sgd", 0.01, (120, 160), 1e-4)
     assert (cfg.train.epochs, cfg.train.batch_size) == (200, 64)
 
@@ -52,24 +54,27 @@ def test_yaml_must_be_a_mapping(tmp_path):
         load_config(path)
 
 
-def test_schedules_warm_up_then_decay():
-    cfg = load_config(None, ["optim.warmup_epochs=1", "optim.schedule=cosine"]).optim
-    import torch
-    params = [torch.nn.Parameter(torch.zeros(1))]
-    optimizer, scheduler = build_optimizer(cfg, params, steps_per_epoch=10, epochs=5)
-    lrs = []
-    for _ in range(50):
-        lrs.append(scheduler.get_last_lr()[0])
+def learning_rates(optim_cfg, steps_per_epoch=10, epochs=5):
+    """The learning rate at every step of a schedule."""
+    optimizer, scheduler = build_optimizer(optim_cfg, [torch.nn.Parameter(torch.zeros(1))],
+                                           steps_per_epoch, epochs)
+    rates = []
+    for _ in range(steps_per_epoch * epochs):
+        rates.append(scheduler.get_last_lr()[0])
         optimizer.step()
         scheduler.step()
+    return rates
+
+
+def test_cosine_schedule_warms_up_then_decays():
+    cfg = load_config(None, ["optim.warmup_epochs=1", "optim.schedule=cosine"]).optim
+    lrs = learning_rates(cfg)
     assert lrs[0] == pytest.approx(cfg.lr / 10) and lrs[9] == pytest.approx(cfg.lr)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 0.01 * cfg.lr
-    step_cfg = load_config(None, ["optim.schedule=step", "optim.milestones=[2, 4]"]).optim
-    optimizer, scheduler = build_optimizer(step_cfg, params, steps_per_epoch=10, epochs=5)
-    lrs = []
-    for _ in range(50):
-        lrs.append(scheduler.get_last_lr()[0])
-        optimizer.step()
-        scheduler.step()
-    assert lrs[19] == pytest.approx(step_cfg.lr) and lrs[20] == pytest.approx(step_cfg.lr * 0.1)
-    assert lrs[40] == pytest.approx(step_cfg.lr * 0.01)
+
+
+def test_step_schedule_divides_at_the_milestones():
+    cfg = load_config(None, ["optim.schedule=step", "optim.milestones=[2, 4]"]).optim
+    lrs = learning_rates(cfg)
+    assert lrs[19] == pytest.approx(cfg.lr) and lrs[20] == pytest.approx(cfg.lr * 0.1)
+    assert lrs[40] == pytest.approx(cfg.lr * 0.01)

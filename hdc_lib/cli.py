@@ -1,0 +1,95 @@
+"""The `hdc` command (also `python -m hdc_lib`). Each subcommand lives next to the code it runs;
+this file only assembles them.
+
+    hdc data toyworld --out data/toyworld       render the embedded toy world
+    hdc data check ROOT --splits DIR            report unreadable videos before a long run
+    hdc pretrain --config FILE [key=value ...]  train a method (torchrun for several GPUs)
+    hdc eval {linear,retrieval,finetune,probes} --run DIR   evaluate a pretrained run
+    hdc reproduce --preset toy                  the toy-scale reproduction (make demo)
+    hdc bench data                              loader vs bare PyAV decoding speed
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from hdc_lib.config import ConfigError
+
+
+def add_pretrain_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "pretrain", help="pretrain a method from a YAML config",
+        description="Pretrain a method. Overrides are dotted key=value pairs, e.g. "
+                    "train.epochs=5 model.levels=[layer4]. Under torchrun every rank runs this.")
+    parser.add_argument("--config", help="YAML config (configs/...); omit for all defaults")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest readable checkpoint in train.out_dir")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    parser.set_defaults(func=run_pretrain)
+
+
+def run_pretrain(args) -> int:
+    from hdc_lib.experiment import load_config
+    from hdc_lib.train import train
+
+    cfg = load_config(args.config, args.overrides)
+    summary = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if summary["interrupted"]:
+        print(f"stopped by {summary['interrupted']}; resume with --resume "
+              f"(checkpoint in {summary['out_dir']})", file=sys.stderr)
+        return 130
+    print(f"done: {summary['out_dir']}")
+    return 0
+
+
+def add_reproduce_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "reproduce", help="the toy-scale reproduction: every ablation, seeds, table and figures",
+        description="Train and evaluate every method and ablation on the toy world; write "
+                    "results/<preset>_ablation.md and figures/<preset>_*.png.")
+    parser.add_argument("--preset", choices=("toy", "smoke"), default="toy")
+    parser.add_argument("--world", help="toy-world folder (default data/toyworld[_smoke])")
+    parser.add_argument("--runs", help="where the runs go (default runs/reproduce/<preset>)")
+    parser.add_argument("--results", default="results")
+    parser.add_argument("--figures", default="figures")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=run_reproduce)
+
+
+def run_reproduce(args) -> int:
+    from hdc_lib.reproduce import reproduce
+
+    reproduce(args.preset, args.world, args.runs, args.results, args.figures, progress=not args.no_progress)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hdc_lib.data.bench import add_bench_parser
+    from hdc_lib.data.check import add_check_parser
+    from hdc_lib.data.toyworld import add_toyworld_parser
+    from hdc_lib.evaluate import add_eval_parser
+
+    parser = argparse.ArgumentParser(prog="hdc", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    data = commands.add_parser("data", help="datasets: render the toy world, check a dataset")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    add_toyworld_parser(data_commands)
+    add_check_parser(data_commands)
+    add_pretrain_parser(commands)
+    add_eval_parser(commands)
+    add_reproduce_parser(commands)
+    bench = commands.add_parser("bench", help="benchmarks (numbers, not tests)")
+    add_bench_parser(bench.add_subparsers(dest="bench_command", required=True))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,42 @@
+"""The `hdc` command: help works everywhere, config errors exit cleanly, evaluation on a run."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hdc_lib.cli import build_parser, main
+
+
+@pytest.mark.parametrize("argv", [[], ["data"], ["data", "toyworld"], ["data", "check"], ["pretrain"],
+                                  ["eval"], ["reproduce"], ["bench"], ["bench", "data"]])
+def test_help_is_available_for_every_command(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([*argv, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: hdc" in capsys.readouterr().out
+
+
+def test_python_dash_m_is_the_same_command():
+    completed = subprocess.run([sys.executable, "-m", "hdc_lib", "--help"], capture_output=True, text=True)
+    assert completed.returncode == 0 and "pretrain" in completed.stdout
+
+
+def test_a_config_error_exits_with_a_message_before_training(capsys):
+    assert main(["pretrain", "train.epochs=zero"]) == 2
+    assert "train.epochs: expected int" in capsys.readouterr().err
+
+
+def test_pretrain_then_every_evaluation(tiny_overrides, tmp_path, capsys):
+    assert main(["pretrain", "--config", "configs/toy/coupled.yaml", "--no-progress", *tiny_overrides]) == 0
+    run = tmp_path / "run"
+    for protocol in ("linear", "retrieval", "probes"):
+        assert main(["eval", protocol, "--run", str(run), "--clips", "2"]) == 0
+        result = json.loads((run / f"eval_{protocol}.json").read_text())
+        assert result["protocol"] == protocol
+    assert 0.0 <= json.loads((run / "eval_linear.json").read_text())["accuracy"] <= 1.0
+    assert {"R@1", "R@5", "R@10"} <= set(json.loads((run / "eval_retrieval.json").read_text()))
+    assert {"action", "object", "scene", "fg_ratio"} <= set(json.loads((run / "eval_probes.json").read_text()))
+    assert len(list((run / "features").glob("features_*.pt"))) == 2  # cached for the next call
+    assert main(["eval", "finetune", "--run", str(run), "--clips", "2", "--epochs", "1", "--no-progress"]) == 0
+    assert 0.0 <= json.loads((run / "eval_finetune.json").read_text())["accuracy"] <= 1.0
