@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/hdc demo
+	$(BIN)/hdc reproduce --preset toy
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
