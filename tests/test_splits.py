@@ -1,4 +1,6 @@
 """Official split files: labels, quirks, and errors that name the file and the line."""
+import re
+
 import pytest
 
 from hdc_lib.data.splits import (SplitFileError, read_hmdb51_split, read_split,
@@ -64,6 +66,45 @@ def test_ucf101_bad_lines_name_the_file_and_line(tmp_path, line, bad_line, reaso
     assert f"line {bad_line}" in str(caught.value)
 
 
+@pytest.mark.parametrize("name, content, bad_line, reason", [
+    ("classInd.txt", "1 Archery\n2 Bowling\n".encode("utf-16"), 1, "NUL bytes: UTF-16"),
+    ("testlist01.txt", "Archery/v_Archery_g01_c01.avi\n".encode("utf-16-le"), 1, "NUL bytes"),
+    ("trainlist01.txt",
+     "Bowling/v_Bowling_g01_c01.avi 2\nArchery/v_Café_g01.avi 1\n".encode("latin-1"), 2,
+     "not UTF-8 text (byte 0xe9 at column 14)"),
+    ("classInd.txt", b"", None, "empty split file"),
+    ("trainlist01.txt", b"", None, "empty split file"),
+    ("testlist01.txt", b"\r\n   \r\n", None, "empty split file"),
+    ("classInd.txt", b"1 Archery\n2\n", 2, "expected '<index> <ClassName>'"),
+    ("trainlist01.txt", b"Bowling/v_Bowling_g01_c01.avi 2\nArchery\\..\\..\\x.avi 1\n", 2,
+     "leaves the dataset root"),
+], ids=["utf16-bom", "utf16-no-bom", "latin1", "empty-classInd", "empty-trainlist",
+        "blank-testlist", "missing-field", "backslash-escape"])
+def test_malformed_ucf101_files_name_the_file_and_line(tmp_path, name, content, bad_line, reason):
+    """Wrong encodings, empty files and missing fields: a SplitFileError, never a crash."""
+    splits = write_ucf_splits(tmp_path / "splits", ["Archery", "Bowling"],
+                              ["Bowling/v_Bowling_g01_c01.avi 2"],
+                              ["Archery/v_Archery_g01_c01.avi"])
+    (splits / name).write_bytes(content)
+    with pytest.raises(SplitFileError, match=re.escape(reason)) as caught:
+        read_ucf101_split(splits, train=name != "testlist01.txt")
+    assert (caught.value.path, caught.value.line) == (str(splits / name), bad_line)
+    assert str(caught.value).startswith(str(splits / name))
+
+
+@pytest.mark.parametrize("content, bad_line, reason", [
+    (b"", None, "empty split file"), ("clip.avi 1\n".encode("utf-16"), 1, "NUL bytes"),
+    (b"clip.avi 1\nsecond\xff.avi 2\n", 2, "not UTF-8 text (byte 0xff at column 7)")],
+    ids=["empty", "utf16", "invalid-utf8"])
+def test_malformed_hmdb51_files_name_the_file_and_line(tmp_path, content, bad_line, reason):
+    (tmp_path / "brush_hair_test_split1.txt").write_text("clip.avi 1\n")
+    bad = tmp_path / "cartwheel_test_split1.txt"
+    bad.write_bytes(content)
+    with pytest.raises(SplitFileError, match=re.escape(reason)) as caught:
+        read_hmdb51_split(tmp_path)
+    assert (caught.value.path, caught.value.line) == (str(bad), bad_line)
+
+
 def test_missing_video_is_reported_with_its_line(ucf101_layout):
     missing = ucf101_layout["videos"] / ucf101_layout["train"][2][0]
     missing.unlink()
@@ -94,7 +135,7 @@ def official_size_ucf101(directory, num_train):
     classes = [f"Class{c:03d}" for c in range(101)]
     lines = [f"{classes[i % 101]}/v_{classes[i % 101]}_g{i:05d}.avi {i % 101 + 1}"
              for i in range(num_train)]
-    return write_ucf_splits(directory, classes, lines)
+    return write_ucf_splits(directory, classes, lines, [f"{classes[0]}/v_{classes[0]}_g00001.avi"])
 
 
 def test_ucf101_official_counts(tmp_path):

@@ -2,8 +2,10 @@
 
 Each listed video (train and test of the fold, or every video of a folder dataset) is opened,
 its metadata read, its first frames and its last frame decoded (the last one catches truncated
-files whose header still promises every frame). The report lists every unreadable video with
-its reason, and counts the readable ones and those shorter than a clip (whose clips will loop).
+files whose header still promises every frame). `--full` decodes every frame as well, which also
+finds damage in the middle of a video (slower: a whole decoding pass over the dataset). The report
+lists every unreadable video with its reason, and counts the readable ones and those shorter than
+a clip (whose clips will loop).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .splits import DiskLookup, read_split
-from .video_io import VideoDecodeError, read_frames, video_info
+from .video_io import VideoDecodeError, read_frames, verify_video, video_info
 
 # Frames decoded at the start of each video.
 _PROBE_FRAMES = 2
@@ -57,7 +59,7 @@ def detect_format(split_dir: str | os.PathLike | None) -> str:
 
 def check_dataset(root: str | os.PathLike, split_dir: str | os.PathLike | None = None,
                   format: str | None = None, fold: int = 1, min_frames: int = 16,
-                  progress: bool = False) -> CheckReport:
+                  progress: bool = False, full: bool = False) -> CheckReport:
     """Try every video of the dataset (both halves of the fold) and report what fails and why.
 
     Split-file problems (malformed lines, unknown classes) still raise SplitFileError; videos
@@ -76,7 +78,7 @@ def check_dataset(root: str | os.PathLike, split_dir: str | os.PathLike | None =
         try:
             if found is None:
                 raise VideoDecodeError(path, "listed in the split files but not found on disk")
-            num_frames = video_info(path).num_frames
+            num_frames = (verify_video(path) if full else video_info(path)).num_frames
             read_frames(path, range(min(_PROBE_FRAMES, num_frames)))
             read_frames(path, [num_frames - 1])
         except VideoDecodeError as error:
@@ -101,6 +103,9 @@ def add_check_parser(data_subparsers: argparse._SubParsersAction) -> argparse.Ar
     parser.add_argument("--fold", type=int, default=1, help="official split number (1-3)")
     parser.add_argument("--min-frames", type=int, default=16,
                         help="clip length: shorter videos are counted as 'will loop'")
+    parser.add_argument("--full", action="store_true",
+                        help="decode every frame, not only the first and last ones (slower; "
+                             "also finds damage in the middle of a video)")
     parser.set_defaults(func=run_check)
     return parser
 
@@ -108,6 +113,6 @@ def add_check_parser(data_subparsers: argparse._SubParsersAction) -> argparse.Ar
 def run_check(args: argparse.Namespace) -> int:
     """CLI body: print the report; exit code 1 when any video is unreadable."""
     report = check_dataset(args.root, args.splits, args.format, args.fold, args.min_frames,
-                           progress=True)
+                           progress=True, full=args.full)
     print(report.summary())
     return 0 if report.ok else 1

@@ -19,6 +19,7 @@ classes are the sorted action names.
 """
 from __future__ import annotations
 
+import codecs
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -54,12 +55,24 @@ class Split:
 
 
 def _lines(path: Path) -> list[tuple[int, list[str]]]:
-    """(1-based line number, whitespace-separated fields) of the non-blank lines of a file."""
+    """(1-based line number, whitespace-separated fields) of the non-blank lines of a UTF-8 file
+    (a UTF-8 byte-order mark is fine); an empty file, or one in another encoding, is an error."""
     if not path.is_file():
         raise SplitFileError(path, None, "split file not found")
-    with open(path, encoding="utf-8-sig") as handle:  # -sig: tolerate a byte-order mark
-        return [(number, line.split()) for number, line in enumerate(handle, start=1)
-                if line.strip()]
+    lines = []
+    for number, raw in enumerate(path.read_bytes().removeprefix(codecs.BOM_UTF8).splitlines(), 1):
+        if b"\0" in raw:
+            raise SplitFileError(path, number, "NUL bytes: UTF-16 or binary, not UTF-8 text")
+        try:
+            fields = raw.decode("utf-8").split()
+        except UnicodeDecodeError as error:
+            raise SplitFileError(path, number, f"not UTF-8 text (byte {raw[error.start]:#04x} at "
+                                               f"column {error.start + 1})") from None
+        if fields:
+            lines.append((number, fields))
+    if not lines:
+        raise SplitFileError(path, None, "empty split file (no lines)")
+    return lines
 
 
 def _safe_relative(value: str, path: Path, line: int, parts: int) -> PurePosixPath:
@@ -152,8 +165,6 @@ def read_ucf101_classes(split_dir: str | os.PathLike) -> list[str]:
         if fields[1].lower() in (name.lower() for name in classes):
             raise SplitFileError(path, line, f"class {fields[1]!r} listed twice")
         classes.append(fields[1])
-    if not classes:
-        raise SplitFileError(path, None, "no classes")
     return classes
 
 

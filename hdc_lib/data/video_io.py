@@ -18,6 +18,11 @@ Every reader goes through one decode loop (`_gather`): seek to the keyframe at o
 first wanted frame, decode forward, convert to RGB only the frames asked for, stop after the
 last one. Anything that goes wrong (empty, truncated or non-video file, no decodable frame)
 raises `VideoDecodeError` naming the file; raw PyAV exceptions never escape.
+
+Every frame a reader returns has the size the container declares (`video_info`'s height and
+width), so all clips of a video stack; a stream that changes size midway is an error, and so is
+a declared size above MAX_FRAME_PIXELS: a few kilobytes with a forged header can otherwise
+decode into gigabytes of concealed frames.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, NoReturn, Sequence
 
 import av
 import numpy as np
@@ -35,6 +40,9 @@ import numpy as np
 # B-frame). Up to this many missing trailing frames repeat the last decoded frame; a larger
 # shortfall means a damaged (truncated) video and is an error.
 END_SLACK_FRAMES = 4
+
+# Largest frame a reader decodes: 8K UHD (7680 x 4320), far beyond any video SSL dataset.
+MAX_FRAME_PIXELS = 7680 * 4320
 
 
 class VideoDecodeError(RuntimeError):
@@ -69,23 +77,36 @@ class _Video:
             raise VideoDecodeError(self.path, "file not found")
         if os.path.getsize(self.path) == 0:
             raise VideoDecodeError(self.path, "empty file (0 bytes)")
-        try:
-            self.container = av.open(self.path)
-        except av.FFmpegError as error:
-            raise VideoDecodeError(self.path, f"not a readable container ({error})") from None
+        self.container = self._open()
         if not self.container.streams.video:
-            self.container.close()
-            raise VideoDecodeError(self.path, "no video stream")
+            self._refuse("no video stream")
         self.stream = self.container.streams.video[0]
+        if self.stream.codec_context is None:
+            self._refuse("no decoder for the video stream's codec")
+        self.height, self.width = self.stream.height, self.stream.width
+        if self.height * self.width > MAX_FRAME_PIXELS:
+            self._refuse(f"declared frame size {self.width}x{self.height} is above the limit of "
+                         f"{MAX_FRAME_PIXELS} pixels (MAX_FRAME_PIXELS)")
         rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
         if not rate:
-            self.container.close()
-            raise VideoDecodeError(self.path, "no frame rate in the container")
+            self._refuse("no frame rate in the container")
         self.fps = Fraction(rate)
         self.time_base = self.stream.time_base
         # Timestamp ticks per frame, so index = (pts - origin) / ticks_per_frame.
         self.ticks_per_frame = 1 / (self.fps * self.time_base)
         self.counts_frames = self.container.format.name == "avi"
+
+    def _open(self) -> av.container.InputContainer:
+        try:
+            # Metadata (titles, encoder tags) is never used; a corrupt, non-UTF-8 tag must not
+            # make an otherwise decodable video unreadable (PyAV decodes tags strictly).
+            return av.open(self.path, metadata_errors="replace")
+        except av.FFmpegError as error:
+            raise VideoDecodeError(self.path, f"not a readable container ({error})") from None
+
+    def _refuse(self, reason: str) -> NoReturn:
+        self.container.close()
+        raise VideoDecodeError(self.path, reason)
 
     def __enter__(self) -> "_Video":
         return self
@@ -116,6 +137,11 @@ class _Video:
                         index += 1
                     else:
                         index = round((frame.pts - self.origin_pts) / self.ticks_per_frame)
+                    if (frame.height, frame.width) != (self.height, self.width):
+                        raise VideoDecodeError(
+                            self.path, f"frame {index} is {frame.width}x{frame.height} but the "
+                                       f"video is {self.width}x{self.height} (size changes "
+                                       "mid-stream)")
                     yield index, frame
         except av.FFmpegError as error:
             raise VideoDecodeError(self.path, f"decoding failed ({error})") from None
@@ -149,8 +175,11 @@ class _Video:
                     yield landed
                     yield from frames
                     return
-            # The seek failed or landed past the window: decode from the beginning instead.
-            self.container.seek(self.origin_pts, stream=self.stream, backward=True, any_frame=False)
+            # The seek failed or landed past the window: decode from the beginning instead, in a
+            # freshly opened container (a damaged index can make seeking back fail as well).
+            self.container.close()
+            self.container = self._open()
+            self.stream = self.container.streams.video[0]
             packets = self.packets()
         else:
             packets = itertools.chain([head], packets)
@@ -175,7 +204,32 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
             num_frames = sum(1 for packet in video.packets() if packet.size > 0)
         if not num_frames:
             raise VideoDecodeError(path, "the video stream has no frames")
-        return VideoInfo(int(num_frames), float(video.fps), stream.height, stream.width)
+        # Every frame takes at least a byte: a larger count is a damaged header, which would
+        # otherwise have clip samplers and the cache index billions of frames.
+        if num_frames > os.path.getsize(path):
+            raise VideoDecodeError(path, f"the container claims {num_frames} frames in a "
+                                         f"{os.path.getsize(path)}-byte file (damaged header)")
+        return VideoInfo(int(num_frames), float(video.fps), video.height, video.width)
+
+
+def verify_video(path: str | os.PathLike) -> VideoInfo:
+    """Decode every frame (without converting any) and check the stream delivers what the
+    container promises; the VideoInfo, or VideoDecodeError naming the first problem.
+
+    This is what makes `hdc data check --full` find damage in the middle of a video, which
+    reading a few frames cannot.
+    """
+    info = video_info(path)
+    last_index = -1
+    with _Video(path) as video:
+        for last_index, _ in video.frames_from(0):
+            pass
+    if last_index < 0:
+        raise VideoDecodeError(path, "no decodable frames")
+    if info.num_frames - 1 - last_index > END_SLACK_FRAMES:
+        raise VideoDecodeError(path, f"decoding stops at frame {last_index} of "
+                                     f"{info.num_frames} (truncated or damaged video)")
+    return info
 
 
 def read_frames(path: str | os.PathLike, indices: Sequence[int] | np.ndarray) -> np.ndarray:
