@@ -123,12 +123,19 @@ def run_config_from_dict(raw: dict) -> RunConfig:
         optim=from_dict(OptimConfig, raw.get("optim"), "optim."),
         train=from_dict(TrainConfig, raw.get("train"), "train."),
     )
+    # Counts and periods a run divides by or keeps: out of range, they would fail (or delete every
+    # checkpoint) hours in rather than now.
+    minimum = {"epochs": 1, "batch_size": 1, "log_every": 1, "checkpoint_every": 1,
+               "keep_checkpoints": 1, "knn_every": 0, "knn_videos": 1}
+    for key, least in minimum.items():
+        if getattr(cfg.train, key) < least:
+            raise ConfigError(f"train.{key} must be >= {least}, got {getattr(cfg.train, key)}")
+    if cfg.data.workers < 0:
+        raise ConfigError(f"data.workers must be >= 0, got {cfg.data.workers}")
     queue = getattr(cfg.model, "queue_size", 0)
     if queue and queue % cfg.train.batch_size:
         raise ConfigError(f"model.queue_size={queue} must be a multiple of the global batch "
                           f"train.batch_size={cfg.train.batch_size} (the queue advances a batch at a time)")
-    if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
-        raise ConfigError("train.epochs and train.batch_size must be >= 1")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"optim.lr must be > 0, got {cfg.optim.lr}")
     return cfg

@@ -176,8 +176,9 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         epoch, start_step = int(state["epoch"]), int(state["step"])
-        generator_state = state["generator"]
-        torch.set_rng_state(state["torch_rng"])
+        if start_step:  # mid-epoch: continue its random streams (an epoch start reseeds them)
+            generator_state = state["generator"]
+            torch.set_rng_state(state["torch_rng"])
         sums, count = dict(state["epoch_sums"]), int(state["epoch_count"])
         if ctx.is_main:
             log.info("resumed from %s (epoch %d, step %d)", path, epoch, start_step)

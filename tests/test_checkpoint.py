@@ -1,4 +1,5 @@
 """Checkpoints: atomic, refused when cut short or when they would run code, newest readable wins."""
+import os
 import pickle
 
 import pytest
@@ -31,16 +32,26 @@ def test_a_truncated_checkpoint_is_refused_and_the_previous_one_used(tmp_path):
 
 
 class _RunsCode:
+    """Unpickling this calls os.mkdir(marker): code a checkpoint must never run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
     def __reduce__(self):
-        return (print, ("this would have run",))
+        return (os.mkdir, (self.marker,))
 
 
 def test_a_pickled_payload_that_runs_code_is_refused(tmp_path):
+    marker = tmp_path / "code_ran"
     path = tmp_path / checkpoint_name(1, 0)
-    torch.save({"model": {}, "payload": _RunsCode()}, path)
+    torch.save({"model": {}, "payload": _RunsCode(marker)}, path)
     with pytest.raises(CheckpointError, match="cannot be loaded safely"):
         load_checkpoint(path)
     plain = tmp_path / "plain_pickle.pt"
-    plain.write_bytes(pickle.dumps(_RunsCode()))
+    plain.write_bytes(pickle.dumps(_RunsCode(marker)))
     with pytest.raises(CheckpointError):
         load_checkpoint(plain)
+    assert load_latest(tmp_path) is None  # the only training checkpoint is refused too
+    assert not marker.exists()
+    pickle.loads(plain.read_bytes())  # what an unsafe load would have done
+    assert marker.exists()

@@ -41,10 +41,30 @@ def test_dotted_overrides_are_parsed_as_yaml():
     (["optim.lr=-1"], "optim.lr must be > 0"),
     (["train.epochs"], "not of the form key.path=value"),
     (["data.dataset=kinetics"], "data.dataset: 'kinetics' is not one of"),
+    (["train.batch_size=0", "model.queue_size=64"], "train.batch_size must be >= 1, got 0"),
+    (["train.log_every=0"], "train.log_every must be >= 1"),
+    (["train.checkpoint_every=0"], "train.checkpoint_every must be >= 1"),
+    (["train.keep_checkpoints=0"], "train.keep_checkpoints must be >= 1"),
+    (["train.knn_every=-1"], "train.knn_every must be >= 0"),
+    (["train.knn_videos=0"], "train.knn_videos must be >= 1"),
+    (["data.workers=-2"], "data.workers must be >= 0"),
+    (["train.batch_size=8.5"], "train.batch_size: expected int"),
+    (["model.augment.size=[1, 2]"], "model.augment.size: expected int"),
+    (["data.on_error=ignore"], "data.on_error: 'ignore' is not one of"),
 ])
 def test_config_errors_are_clear_and_early(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
+
+
+def test_yaml_is_read_with_a_safe_loader(tmp_path):
+    """A config that would run code under an unsafe YAML loader is refused and runs nothing."""
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "evil.yaml"
+    path.write_text(f"method: !!python/object/apply:os.mkdir [{str(marker)!r}]\n")
+    with pytest.raises(ConfigError, match="evil.yaml: not valid YAML"):
+        load_config(path)
+    assert not marker.exists()
 
 
 def test_yaml_must_be_a_mapping(tmp_path):
