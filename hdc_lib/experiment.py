@@ -56,7 +56,8 @@ class DataConfig:
     split_dir: str | None = None           # official split files (ucf101 / hmdb51)
     fold: int = 1
     test_root: str | None = None           # folder datasets: where the evaluation videos are
-    short_side: int | None = None          # resize decoded frames (real datasets: 128)
+    short_side: int | None = None          # resize decoded frames, keeping the aspect ratio
+    frame_size: tuple[int, int] | None = None  # or to exactly (h, w): videos of mixed sizes batch
     cache: bool | None = None              # memory-mapped decoded videos; None: toy world only
     cache_dir: str | None = None           # default: <root>/.cache
     workers: int = 0
@@ -215,7 +216,8 @@ def build_dataset(cfg: RunConfig, train: bool, clip_sampler) -> VideoDataset:
     d = cfg.data
     root = Path(d.root)
     cache = d.cache if d.cache is not None else d.dataset == "toyworld"
-    options = {"clip_sampler": clip_sampler, "short_side": d.short_side, "seed": cfg.train.seed,
+    options = {"clip_sampler": clip_sampler, "short_side": d.short_side,
+               "frame_size": d.frame_size, "seed": cfg.train.seed,
                "on_error": d.on_error,
                "cache_dir": (d.cache_dir or root / ".cache") if cache else None}
     if d.dataset == "toyworld":

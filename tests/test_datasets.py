@@ -172,3 +172,15 @@ def test_bench_data_smoke():
     for key in ("bare_pyav_clips_per_s", "loader_clips_per_s", "cached_loader_clips_per_s",
                 "loader_vs_bare"):
         assert result[key] > 0
+
+
+def test_frame_size_lets_videos_of_different_sizes_batch(synthetic_video_writer, tmp_path):
+    """Kinetics and HMDB51 mix frame sizes: with frame_size every clip has the same shape."""
+    wide, tall = tmp_path / "a" / "wide.mp4", tmp_path / "b" / "tall.mp4"
+    synthetic_video_writer(wide, num_frames=8, height=32, width=48)
+    synthetic_video_writer(tall, num_frames=8, height=48, width=32)
+    dataset = VideoDataset([(wide, 0), (tall, 1)], RandomClipSampler(4), frame_size=(24, 40))
+    batch = next(iter(DataLoader(dataset, batch_size=2)))
+    assert batch["video"].shape == (2, 1, 4, 24, 40, 3)
+    with pytest.raises(ValueError, match="not both"):
+        VideoDataset([(wide, 0)], RandomClipSampler(4), short_side=24, frame_size=(24, 40))

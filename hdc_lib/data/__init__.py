@@ -2,7 +2,8 @@
 from .bench import add_bench_parser, bench_data
 from .cache import DecodedVideoCache
 from .check import CheckReport, add_check_parser, check_dataset
-from .datasets import HMDB51, UCF101, LoadStats, VideoDataset, VideoFolder, resize_short_side
+from .datasets import (HMDB51, UCF101, LoadStats, VideoDataset, VideoFolder, resize_frames,
+                       resize_short_side)
 from .samplers import RandomClipSampler, UniformClipSampler
 from .splits import (Split, SplitFileError, read_hmdb51_split, read_split, read_ucf101_split,
                      read_video_folder)
@@ -11,7 +12,8 @@ from .video_io import VideoDecodeError, VideoInfo, read_clip, read_frames, video
 __all__ = [
     "DecodedVideoCache", "CheckReport", "add_check_parser", "check_dataset", "add_bench_parser",
     "bench_data", "HMDB51", "UCF101", "LoadStats", "VideoDataset", "VideoFolder",
-    "resize_short_side", "RandomClipSampler", "UniformClipSampler", "Split", "SplitFileError",
+    "resize_frames", "resize_short_side", "RandomClipSampler", "UniformClipSampler", "Split",
+    "SplitFileError",
     "read_hmdb51_split", "read_split", "read_ucf101_split", "read_video_folder",
     "VideoDecodeError", "VideoInfo", "read_clip", "read_frames", "video_info", "write_video",
 ]

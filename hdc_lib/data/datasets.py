@@ -57,14 +57,19 @@ class LoadStats:
 
 
 def resize_short_side(frames: np.ndarray, short_side: int) -> np.ndarray:
-    """Resize uint8 (N, H, W, C) frames so min(H, W) == short_side, keeping the aspect ratio.
+    """Resize uint8 (N, H, W, C) frames so min(H, W) == short_side, keeping the aspect ratio."""
+    height, width = frames.shape[1:3]
+    scale = short_side / min(height, width)
+    return resize_frames(frames, (max(1, round(height * scale)), max(1, round(width * scale))))
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize uint8 (N, H, W, C) frames to exactly `size` = (height, width).
 
     Bilinear with antialiasing (torch.nn.functional.interpolate), rounded back to uint8.
     """
-    height, width = frames.shape[1:3]
-    scale = short_side / min(height, width)
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    if size == (height, width):
+    size = tuple(size)
+    if size == frames.shape[1:3]:
         return frames
     resized = []
     for chunk in torch.from_numpy(np.ascontiguousarray(frames)).split(_RESIZE_CHUNK):
@@ -82,6 +87,8 @@ class VideoDataset(Dataset):
     clip_sampler: a sampler from `samplers` (anything with `sample(num_frames, rng) ->
         (indices (K, T), looped)`).
     short_side: resize decoded frames so their shorter side has this many pixels (None: keep).
+    frame_size: resize decoded frames to exactly (height, width) instead; videos of different
+        sizes (Kinetics, HMDB51) then batch together.
     seed: with the epoch and the index, seeds each item's clip draw.
     on_error: "raise" or "skip" (see the module docstring).
     cache_dir: keep whole decoded (resized) videos there and gather clips from them.
@@ -89,15 +96,19 @@ class VideoDataset(Dataset):
 
     def __init__(self, samples: Sequence[tuple[str | os.PathLike, int]], clip_sampler, *,
                  root: str | os.PathLike | None = None, classes: Sequence[str] | None = None,
-                 short_side: int | None = None, seed: int = 0, on_error: str = "raise",
+                 short_side: int | None = None, frame_size: tuple[int, int] | None = None,
+                 seed: int = 0, on_error: str = "raise",
                  cache_dir: str | os.PathLike | None = None):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if short_side is not None and frame_size is not None:
+            raise ValueError("give short_side or frame_size, not both")
         base = Path(root) if root is not None else Path()
         self.samples = [(str(base / path), int(label)) for path, label in samples]
         self.classes = list(classes) if classes is not None else None
         self.clip_sampler = clip_sampler
         self.short_side = short_side
+        self.frame_size = tuple(frame_size) if frame_size is not None else None
         self.seed = seed
         self.epoch = 0
         self.on_error = on_error
@@ -117,7 +128,7 @@ class VideoDataset(Dataset):
     @property
     def decode_settings(self) -> dict:
         """Everything that changes the decoded frames (part of the cache key)."""
-        return {"short_side": self.short_side, "pixel_format": "rgb24"}
+        return {"short_side": self.short_side, "frame_size": self.frame_size, "pixel_format": "rgb24"}
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
@@ -164,6 +175,8 @@ class VideoDataset(Dataset):
     def _decode(self, path: str, indices: np.ndarray) -> np.ndarray:
         """Frames at `indices`, resized to the dataset's short side."""
         frames = read_frames(path, indices)
+        if self.frame_size is not None:
+            return resize_frames(frames, self.frame_size)
         return frames if self.short_side is None else resize_short_side(frames, self.short_side)
 
     def _cached_frames(self, path: str) -> tuple[np.ndarray, bool]:
@@ -180,6 +193,7 @@ class VideoDataset(Dataset):
         return (f"{type(self).__name__}({len(self)} videos, classes="
                 f"{len(self.classes) if self.classes is not None else None}, "
                 f"sampler={self.clip_sampler!r}, short_side={self.short_side}, "
+                f"frame_size={self.frame_size}, "
                 f"cache={self.cache.cache_dir if self.cache else None})")
 
 
