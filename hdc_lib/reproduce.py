@@ -38,16 +38,16 @@ METRICS = ("action", "object", "scene", "fg_ratio", "R@1", "R@5", "R@10")
 @dataclass(frozen=True)
 class Preset:
     world: dict = field(default_factory=dict)   # toy-world arguments (defaults: the full world)
-    epochs: int = 12
-    supervised_epochs: int = 12
+    epochs: int = 10
+    supervised_epochs: int = 10
     seeds: tuple[int, ...] = (0, 1, 2)
     batch_size: int = 64
-    knn_every: int = 4
+    knn_every: int = 5
     eval_clips: int = 4
 
 
 # "toy" is sized to the 25-minute budget of `make demo` on 2 CPU cores: 24 training runs of
-# 2-10 s per epoch (README, "The toy-scale reproduction", has the measured times).
+# about 3-10 s per epoch (README, "The toy-scale reproduction", has the measured times).
 PRESETS = {
     "toy": Preset(),
     "smoke": Preset(world={"videos_per_class": 8, "frames": 24, "size": 48}, epochs=1,
@@ -153,9 +153,12 @@ def markdown_report(report: dict, preset_name: str) -> str:
 
 
 def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+    """The commit the run used, marked "+changes" when the work tree differed from it."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True,
                               cwd=Path(__file__).parent, check=True).stdout.strip()
+    try:
+        return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain") else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

@@ -232,9 +232,10 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
             tick, clips_seen = time.perf_counter(), 0
             for step, batch in enumerate(loader, start=start_step):
                 windows = batch["video"].to(ctx.device, non_blocking=True)
+                # Views in fp32 (augmentation is cheap and precision-sensitive); the model in autocast.
+                views = method.make_views(windows, generator=generator)
+                views["label"] = batch["label"].to(ctx.device)
                 with autocast(ctx.device, tc.amp):
-                    views = method.make_views(windows, generator=generator)
-                    views["label"] = batch["label"].to(ctx.device)
                     loss, logs = model(views)
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(
