@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/hdc reproduce --preset toy
 
+# Notebooks run top to bottom in their fast mode (HDC_FAST=1), checked by nbval.
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	HDC_FAST=1 $(BIN)/python -m pytest tests notebooks --nbval-lax
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
