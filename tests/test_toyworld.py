@@ -174,3 +174,11 @@ def test_invalid_arguments_are_refused():
         with pytest.raises(ValueError):
             ToyWorld(**bad)
     assert dataclasses.replace(ToyWorld(), bias=0.0).bias == 0.0
+
+
+def test_rendering_over_a_world_with_other_arguments_warns(tmp_path, caplog):
+    small = {"videos_per_class": 2, "frames": 8, "size": 32}
+    ensure_toyworld(tmp_path, progress=False, **small)
+    with caplog.at_level("WARNING"):
+        assert ensure_toyworld(tmp_path, progress=False, **{**small, "seed": 1})["rendered"]
+    assert "other arguments" in caplog.text

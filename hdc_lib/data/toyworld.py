@@ -38,6 +38,7 @@ import csv
 import dataclasses
 import functools
 import json
+import logging
 import os
 import shutil
 import time
@@ -51,6 +52,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hdc_lib.data.video_io import write_video
+
+logger = logging.getLogger(__name__)
 
 VERSION = 1
 FPS = 25
@@ -395,6 +398,9 @@ def ensure_toyworld(out_dir: str | os.PathLike, *, progress: bool = True, **worl
     record = read_world_record(out_dir)
     if record.get("version") == VERSION and record.get("world") == dataclasses.asdict(world):
         return {**record["summary"], "rendered": False}
+    if record:
+        logger.warning("%s holds a toy world made with other arguments (%s); rendering %s over it",
+                       out_dir, record.get("world"), dataclasses.asdict(world))
     return render_toyworld(out_dir, progress=progress, **world_args)
 
 
