@@ -175,9 +175,13 @@ def load_backbone(run_dir: Path, checkpoint: str | None, overrides: list[str], d
 
 def video_features(cfg, backbone, transform, device, identity: dict, num_clips: int, cache_dir) -> tuple:
     """Train and test features of N uniform clips per video, cached per checkpoint and settings."""
+    splits = []  # built on the first cache miss only, once for both splits
+
     def compute(train: bool):
-        dataset = eval_datasets(cfg, num_clips)[0 if train else 1]
-        return extract_features(backbone, dataset, transform, device, workers=cfg.data.workers)
+        if not splits:
+            splits.extend(eval_datasets(cfg, num_clips))
+        return extract_features(backbone, splits[0 if train else 1], transform, device,
+                                workers=cfg.data.workers)
 
     key = {**identity, "data": cfg.to_dict()["data"], "clips": num_clips,
            "frames": cfg.model.clip_frames, "stride": cfg.model.clip_stride}

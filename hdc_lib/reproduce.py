@@ -64,14 +64,14 @@ def run_config(variant: str, preset: Preset, seed: int, world_dir: Path, runs_di
         f"train.out_dir={runs_dir / variant / f'seed{seed}'}"])
 
 
-def trained_model(cfg, device, progress: bool):
+def trained_model(cfg, num_classes: int, device, progress: bool):
     """The run's final model; trained first unless a finished run with this config exists."""
     final = Path(cfg.train.out_dir) / "final.pt"
     state = load_checkpoint(final) if final.exists() else None
     if state is None or state["config"] != cfg.to_dict():
         train(cfg, resume=True, progress=progress)
         state = load_checkpoint(final)
-    model = build_method(cfg, num_classes=len(build_dataset(cfg, True, None).classes))
+    model = build_method(cfg, num_classes=num_classes)
     model.load_state_dict(state["model"])
     return model.to(device)
 
@@ -84,6 +84,7 @@ def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
     world_dir = Path(world_dir or ("data/toyworld" if preset_name == "toy" else f"data/toyworld_{preset_name}"))
     runs_dir = Path(runs_dir or f"runs/reproduce/{preset_name}")
     device = setup().device
+    num_actions = len(build_dataset(run_config("coupled", preset, 0, world_dir, runs_dir), True, None).classes)
     scores: dict[str, list[dict]] = {name: [] for name in (*VARIANTS, *REFERENCES)}
     models = {}
     for seed in preset.seeds:
@@ -91,7 +92,7 @@ def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
             cfg = run_config(variant, preset, seed, world_dir, runs_dir)
             if progress:
                 print(f"[{time.perf_counter() - started:6.0f}s] {variant} seed {seed}", flush=True)
-            model = trained_model(cfg, device, progress)
+            model = trained_model(cfg, num_actions, device, progress)
             scores[variant].append(toy_probes(cfg, model.backbone, model.augment.center, device,
                                               preset.eval_clips))
             if seed == preset.seeds[0]:
@@ -103,7 +104,6 @@ def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
                                                 device, preset.eval_clips))
     seconds = time.perf_counter() - started
     table = {name: {m: viz.mean_std([s[m] for s in runs]) for m in METRICS} for name, runs in scores.items()}
-    num_actions = len(build_dataset(run_config("coupled", preset, 0, world_dir, runs_dir), True, None).classes)
 
     figures = Path(figures_dir)
     prefix = f"{preset_name}_"
