@@ -34,8 +34,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import statistics
-import time
 from dataclasses import dataclass
 
 import torch
@@ -393,46 +391,3 @@ def shuffle_frames(x: torch.Tensor, generator: torch.Generator | None = None) ->
 def reverse_frames(x: torch.Tensor) -> torch.Tensor:
     """Play each (B, C, T, H, W) clip backwards."""
     return x.flip(2)
-
-
-def bench_augment(batch: int = 64, frames: int = 8, in_size: int = 64, out_size: int = 32,
-                  repeats: int = 5) -> dict[str, float]:
-    """Median seconds of one batch of views: batched SpatialAugment vs torchvision.transforms.v2.
-
-    The torchvision pipeline (ToDtype, RandomResizedCrop, flip, RandomApply(ColorJitter),
-    RandomGrayscale, RandomApply(GaussianBlur), Normalize) runs clip by clip on CPU, which is how a
-    Dataset would use it to get per-sample parameters. Both use torch's current thread count.
-    Returns batched_s, torchvision_s, speedup.
-    """
-    from torchvision.transforms import v2  # only this comparison needs torchvision
-
-    cfg = AugmentConfig(size=out_size)
-    augment = SpatialAugment(cfg)
-    per_clip = v2.Compose([
-        v2.ToDtype(torch.float32, scale=True),
-        v2.RandomResizedCrop(out_size, scale=cfg.scale, ratio=cfg.ratio, antialias=cfg.antialias),
-        v2.RandomHorizontalFlip(cfg.flip_p),
-        v2.RandomApply([v2.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)], p=cfg.jitter_p),
-        v2.RandomGrayscale(cfg.gray_p),
-        v2.RandomApply([v2.GaussianBlur(cfg.kernel_size, cfg.blur_sigma)], p=cfg.blur_p),
-        v2.Normalize(cfg.mean, cfg.std),
-    ])
-    clips = torch.randint(0, 256, (batch, frames, in_size, in_size, 3), dtype=torch.uint8)
-
-    runs = {
-        "batched_s": lambda: augment(clips),
-        # per clip: (T, H, W, C) -> (T, C, H, W) in, (C, T, H, W) out
-        "torchvision_s": lambda: torch.stack([per_clip(clip.permute(0, 3, 1, 2)).permute(1, 0, 2, 3)
-                                              for clip in clips]),
-    }
-    times = {name: [] for name in runs}
-    for run in runs.values():
-        run()  # warm-up (caches, allocator)
-    # interleaved, so that both see the same machine load
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(seconds) for name, seconds in times.items()}
-    return {**medians, "speedup": medians["torchvision_s"] / medians["batched_s"]}

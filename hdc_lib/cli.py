@@ -6,7 +6,8 @@ this file only assembles them.
     hdc pretrain --config FILE [key=value ...]  train a method (torchrun for several GPUs)
     hdc eval {linear,retrieval,finetune,probes} --run DIR   evaluate a pretrained run
     hdc reproduce --preset toy                  the toy-scale reproduction (make demo)
-    hdc bench data                              loader vs bare PyAV decoding speed
+    hdc bench [--quick]                         the pipeline against its limits (results/bench.md)
+    hdc bench data [ROOT]                       loader vs bare PyAV decoding speed alone
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def run_reproduce(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hdc_lib.data.bench import add_bench_parser
+    from hdc_lib.bench import add_bench_parser
     from hdc_lib.data.check import add_check_parser
     from hdc_lib.data.toyworld import add_toyworld_parser
     from hdc_lib.evaluate import add_eval_parser
@@ -80,8 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pretrain_parser(commands)
     add_eval_parser(commands)
     add_reproduce_parser(commands)
-    bench = commands.add_parser("bench", help="benchmarks (numbers, not tests)")
-    add_bench_parser(bench.add_subparsers(dest="bench_command", required=True))
+    add_bench_parser(commands)
     return parser
 
 

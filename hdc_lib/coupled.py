@@ -24,10 +24,13 @@ class Coupled(ContrastiveMethod):
         super().__init__(cfg, head_stages={"clip": cfg.level}, queues=("clip",))
 
     def make_views(self, windows: torch.Tensor, generator: torch.Generator | None = None) -> dict:
-        """windows uint8 (B, 2, T, H, W, C) -> two independently augmented clips of windows a, b."""
-        view_a, _ = self.augment(windows[:, 0], generator=generator)
-        view_b, _ = self.augment(windows[:, 1], generator=generator)
-        return {"a": view_a, "b": view_b}
+        """windows uint8 (B, 2, T, H, W, C) -> two independently augmented clips of windows a, b.
+
+        One augmentation call for both windows (rows a0, b0, a1, b1, ...), each row its own draw.
+        """
+        views, _ = self.augment(windows.flatten(0, 1), generator=generator)
+        views = views.unflatten(0, (windows.shape[0], 2))
+        return {"a": views[:, 0], "b": views[:, 1]}
 
     def forward(self, views: dict) -> tuple[torch.Tensor, dict]:
         batch = views["a"].shape[0]

@@ -125,8 +125,10 @@ class DCLR(ContrastiveMethod):
         for j in (1, 2):
             window = windows[:, j - 1]
             views[f"v{j}"], _ = self.augment(window[:, ::cfg.clip_stride], generator=generator)
-            still = static_clip(window, frame_index, views[f"v{j}"].shape[2])
-            views[f"s{j}"], _ = self.augment(still, generator=generator)
+            # The static clip's frames and their augmentation are identical over time: augment the
+            # one frame and repeat it (the same result as augmenting T copies, at 1/T of the work).
+            still, _ = self.augment(static_clip(window, frame_index, 1), generator=generator)
+            views[f"s{j}"] = still.expand_as(views[f"v{j}"])
             views[f"d{j}"] = dynamic_clip(views[f"v{j}"], circular=cfg.circular_difference)
         return views
 

@@ -1,7 +1,9 @@
 """Figures: the ablation bars, training curves, HDC's level weights, activation-map panels.
 
-Each function returns a matplotlib Figure (a notebook shows it as it is) and, given `path`, saves a
-small PNG there. Figures are built without pyplot, so nothing depends on the display backend.
+Each figure function returns a matplotlib Figure (a notebook shows it as it is) and, given `path`,
+saves a small PNG there. Figures are built without pyplot, so nothing depends on the display
+backend. The activation-map helpers (`upsample_map`, `frame_maps`, `overlay`) return arrays, so a
+notebook can draw them its own way (e.g. in a widget).
 """
 from __future__ import annotations
 
@@ -85,13 +87,109 @@ def level_weights(run: str | Path, path=None) -> Figure:
     return _save(fig, path)
 
 
+def upsample_map(amap: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """Activation maps (N, T', h, w) -> (N, T, H, W): trilinear interpolation to `size` = (T, H, W).
+
+    With the clip's frame count and pixel size as `size`, each map lies over the frames it was
+    computed from (when the model saw the whole frame, crop_fraction=1). Interpolation is a convex
+    combination of neighbouring cells, so non-negative maps stay non-negative and a constant map
+    stays constant.
+    """
+    if amap.ndim != 4:
+        raise ValueError(f"viz.py: activation maps must be (N, T', h, w), got {tuple(amap.shape)}")
+    return F.interpolate(amap[:, None].float(), size=tuple(size), mode="trilinear",
+                         align_corners=False)[:, 0]
+
+
+@torch.no_grad()
+def frame_maps(backbone, clips: torch.Tensor, transform, stages=None, device="cpu") -> dict[str, torch.Tensor]:
+    """Activation maps A(p) = sum_c f_c(p) of every requested stage, upsampled to the clips' frames.
+
+    clips: uint8 (N, T, H, W, C). `transform` turns them into the model's input and must keep the
+    whole frame (e.g. `lambda c: augment.center(c, crop_fraction=1.0)`), so that map and frame are
+    aligned. Returns {stage: float (N, T, H, W)} on the CPU, raw (not rescaled; non-negative for the
+    post-ReLU stage outputs), in the backbone's eval mode.
+    """
+    was_training = backbone.training
+    backbone.eval()
+    stages = tuple(stages) if stages is not None else tuple(backbone.stage_names)
+    n, t, h, w = clips.shape[:4]
+    maps = backbone.features(transform(clips.to(device)), stages=stages)
+    backbone.train(was_training)
+    return {s: upsample_map(activation_map(maps[s]), (t, h, w)).cpu() for s in stages}
+
+
+def overlay(frame, heat, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """A heat map drawn over a frame: float32 (H, W, 3) in [0, 1] = (1 - alpha) frame + alpha cmap(heat).
+
+    frame: (H, W, 3) uint8, or float in [0, 1]. heat: (H, W), non-negative, any scale: it is
+    divided by its maximum, so the hottest pixel gets the colour map's top colour (an all-zero
+    map gets its bottom colour everywhere).
+    """
+    import matplotlib
+
+    frame = np.asarray(frame.numpy() if torch.is_tensor(frame) else frame)
+    heat = np.asarray(heat.numpy() if torch.is_tensor(heat) else heat, dtype=np.float64)
+    if frame.ndim != 3 or frame.shape[2] != 3 or heat.shape != frame.shape[:2]:
+        raise ValueError(f"viz.py: overlay needs a (H, W, 3) frame and an (H, W) map of the same size, "
+                         f"got {frame.shape} and {heat.shape}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"viz.py: alpha must be in [0, 1], got {alpha}")
+    image = frame.astype(np.float64) / 255.0 if frame.dtype == np.uint8 else frame.astype(np.float64)
+    peak = heat.max()
+    scaled = heat / peak if peak > 0 else np.zeros_like(heat)
+    colours = matplotlib.colormaps[cmap](scaled)[..., :3]
+    return ((1.0 - alpha) * image + alpha * colours).clip(0.0, 1.0).astype(np.float32)
+
+
+def overlay_grid(frames, maps: dict[str, dict[str, list]], masks=None, titles=None, alpha: float = 0.5,
+                 cell: float = 1.0, path=None) -> Figure:
+    """Activation maps of several models and levels over the same frames, one block per video.
+
+    frames: V frames (H, W, 3); maps: {row (e.g. model): {column (e.g. level): V maps (H, W)}};
+    masks: optional V boolean object masks (H, W), drawn as a white outline on every overlay;
+    titles: optional V block titles. In each block the first column shows the frame and, below
+    it, the mask; then one column per map column, one row per map row.
+    """
+    rows = list(maps)
+    columns = list(maps[rows[0]])
+    n_videos = len(frames)
+    fig = Figure(figsize=(cell * (len(columns) + 1) * n_videos, cell * len(rows) + 0.35),
+                 layout="constrained")
+    blocks = fig.subfigures(1, n_videos, squeeze=False)[0]
+    for v, block in enumerate(blocks):
+        grid = block.subplots(len(rows), len(columns) + 1, squeeze=False)
+        for ax in grid.ravel():
+            ax.set_axis_off()
+        grid[0, 0].imshow(np.asarray(frames[v]))
+        grid[0, 0].set_title("frame", fontsize=7)
+        if masks is not None and len(rows) > 1:
+            grid[1, 0].imshow(np.asarray(masks[v]), cmap="gray", vmin=0, vmax=1)
+            grid[1, 0].set_title("object mask", fontsize=7)
+        for r, row in enumerate(rows):
+            for c, column in enumerate(columns, start=1):
+                ax = grid[r, c]
+                ax.imshow(overlay(frames[v], maps[row][column][v], alpha=alpha))
+                if masks is not None:
+                    ax.contour(np.asarray(masks[v], dtype=float), levels=[0.5], colors="white",
+                               linewidths=0.6)
+                if r == 0:
+                    ax.set_title(column, fontsize=7)
+            grid[r, 1].text(-0.06, 0.5, row, transform=grid[r, 1].transAxes, rotation=90,
+                            ha="right", va="center", fontsize=7)
+        if titles is not None:
+            block.suptitle(titles[v], fontsize=8)
+    return _save(fig, path)
+
+
 @torch.no_grad()
 def activation_panels(models: dict[str, torch.nn.Module], clips: torch.Tensor, device="cpu",
                       frame: int | None = None, path=None) -> Figure:
     """Rows = videos, columns = the frame then each model's last-stage activation map over it.
 
     clips: uint8 (N, T, H, W, C). Each model's own centre transform with the whole frame
-    (crop_fraction=1) is used, so the map lies exactly over the picture.
+    (crop_fraction=1) is used, so the map lies exactly over the picture; each shown map is scaled
+    to its own maximum on that frame.
     """
     n, t = clips.shape[:2]
     frame = t // 2 if frame is None else frame
@@ -100,20 +198,14 @@ def activation_panels(models: dict[str, torch.nn.Module], clips: torch.Tensor, d
     for row in range(n):
         grid[row, 0].imshow(clips[row, frame].numpy())
     for col, (name, model) in enumerate(models.items(), start=1):
-        backbone = model.backbone.eval()
-        x = model.augment.center(clips.to(device), crop_fraction=1.0)
+        backbone = model.backbone
         last = backbone.stage_names[-1]
-        amap = activation_map(backbone.features(x, stages=(last,))[last]).float()  # (N, T', h, w)
-        # Upsample over time and space to the clip's frames, then take the shown frame.
-        amap = F.interpolate(amap[:, None], size=(t, *clips.shape[2:4]), mode="trilinear",
-                             align_corners=False)[:, 0, frame].cpu()
+        transform = lambda c, m=model: m.augment.center(c, crop_fraction=1.0)  # noqa: E731
+        amap = frame_maps(backbone, clips, transform, stages=(last,), device=device)[last][:, frame]
         for row in range(n):
-            ax = grid[row, col]
-            ax.imshow(clips[row, frame].numpy())
-            heat = amap[row] / amap[row].max().clamp_min(1e-12)
-            ax.imshow(heat.numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            grid[row, col].imshow(overlay(clips[row, frame], amap[row]))
             if row == 0:
-                ax.set_title(name, fontsize=8)
+                grid[row, col].set_title(name, fontsize=8)
     grid[0, 0].set_title("frame", fontsize=8)
     for ax in grid.ravel():
         ax.set_axis_off()

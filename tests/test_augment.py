@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from hdc_lib.augment import (AugmentConfig, AugmentParams, SpatialAugment, bench_augment, reverse_frames,
+from hdc_lib.augment import (AugmentConfig, AugmentParams, SpatialAugment, reverse_frames,
                              shuffle_frames)
 
 SIZE = 32
@@ -236,9 +236,3 @@ def test_shuffle_frames_is_never_identity_and_a_permutation():
 
 def test_reverse_frames():
     assert torch.equal(reverse_frames(frame_indexed(2, 4))[0, 0, :, 0, 0], torch.tensor([3.0, 2.0, 1.0, 0.0]))
-
-
-def test_bench_augment_runs():
-    result = bench_augment(batch=2, frames=2, in_size=16, out_size=8, repeats=1)
-    assert set(result) == {"batched_s", "torchvision_s", "speedup"}
-    assert all(value > 0 for value in result.values())

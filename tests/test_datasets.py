@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from hdc_lib.data.bench import bench_data
 from hdc_lib.data.datasets import HMDB51, UCF101, VideoDataset, VideoFolder, resize_short_side
 from hdc_lib.data.samplers import RandomClipSampler, UniformClipSampler
 from hdc_lib.data.splits import SplitFileError
@@ -162,16 +161,6 @@ def test_hmdb51_and_folder_datasets(hmdb51_layout):
 def test_bad_on_error_value():
     with pytest.raises(ValueError, match="on_error"):
         VideoDataset([], RandomClipSampler(4), on_error="ignore")
-
-
-def test_bench_data_smoke():
-    """`hdc bench data` runs end to end on tiny synthetic videos (speeds are not asserted)."""
-    result = bench_data(num_items=2, clip_frames=4, synthetic_videos=2, synthetic_frames=8,
-                        synthetic_size=32)
-    assert result["clips"] == 2
-    for key in ("bare_pyav_clips_per_s", "loader_clips_per_s", "cached_loader_clips_per_s",
-                "loader_vs_bare"):
-        assert result[key] > 0
 
 
 def test_frame_size_lets_videos_of_different_sizes_batch(synthetic_video_writer, tmp_path):

@@ -78,6 +78,20 @@ def test_views_follow_the_static_dynamic_split():
     assert views["v1"].shape == views["s1"].shape == views["d1"].shape == (3, 3, 4, 16, 16)
 
 
+def test_static_view_equals_augmenting_every_repeated_frame():
+    """make_views augments the static frame once; that must equal augmenting the T-frame static clip
+    with the same parameters (the random draws do not depend on the clip length)."""
+    model = DCLR(DCLRConfig(augment=AugmentConfig(size=16), clip_frames=4, clip_stride=2))
+    windows = random_windows(length=8)
+    views = model.make_views(windows, generator=torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)
+    frame_index = torch.randint(8, (windows.shape[0],), generator=generator)
+    for j in (1, 2):
+        model.augment(windows[:, j - 1, ::2], generator=generator)
+        expected, _ = model.augment(static_clip(windows[:, j - 1], frame_index, 4), generator=generator)
+        torch.testing.assert_close(views[f"s{j}"], expected)
+
+
 def test_maps_carry_no_gradient_and_rgb_features_do(monkeypatch):
     """Pooling must get detached maps (no gradient through A_s, A_d) and RGB features with gradient."""
     seen = []

@@ -1,5 +1,4 @@
 """Video data: PyAV decoding, official splits, clip samplers, datasets, cache, checks."""
-from .bench import add_bench_parser, bench_data
 from .cache import DecodedVideoCache
 from .check import CheckReport, add_check_parser, check_dataset
 from .datasets import (HMDB51, UCF101, LoadStats, VideoDataset, VideoFolder, resize_frames,
@@ -10,8 +9,8 @@ from .splits import (Split, SplitFileError, read_hmdb51_split, read_split, read_
 from .video_io import VideoDecodeError, VideoInfo, read_clip, read_frames, video_info, write_video
 
 __all__ = [
-    "DecodedVideoCache", "CheckReport", "add_check_parser", "check_dataset", "add_bench_parser",
-    "bench_data", "HMDB51", "UCF101", "LoadStats", "VideoDataset", "VideoFolder",
+    "DecodedVideoCache", "CheckReport", "add_check_parser", "check_dataset",
+    "HMDB51", "UCF101", "LoadStats", "VideoDataset", "VideoFolder",
     "resize_frames", "resize_short_side", "RandomClipSampler", "UniformClipSampler", "Split",
     "SplitFileError",
     "read_hmdb51_split", "read_split", "read_ucf101_split", "read_video_folder",

@@ -1,0 +1,141 @@
+"""Activation-map drawing helpers (hdc_lib/viz.py): upsampling to the frames, maps of every stage,
+the overlay's pixel values, and the figures that use them."""
+import matplotlib
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+
+from hdc_lib.augment import AugmentConfig, SpatialAugment
+from hdc_lib.backbones import build_backbone
+from hdc_lib.dclr import activation_map
+from hdc_lib.viz import activation_panels, frame_maps, overlay, overlay_grid, upsample_map
+
+JET = matplotlib.colormaps["jet"]
+
+
+class BrightnessBackbone(torch.nn.Module):
+    """A stand-in backbone whose 'feature map' at every stage is the input's positive part,
+    average-pooled by 4 in space and 2 in time: its activation map is where the frame is bright."""
+
+    stage_names = ("layer1", "layer2", "layer3", "layer4")
+
+    def features(self, x, stages):
+        return {s: F.avg_pool3d(x.clamp_min(0), (2, 4, 4)) for s in stages}
+
+
+def test_upsample_map_shape_sign_and_constants():
+    amap = torch.rand(3, 2, 4, 4)
+    up = upsample_map(amap, (8, 64, 64))
+    assert up.shape == (3, 8, 64, 64) and up.dtype == torch.float32
+    assert up.min() >= 0 and up.max() <= amap.max() + 1e-6   # convex combinations of the cells
+    const = upsample_map(torch.full((1, 2, 4, 4), 2.5), (8, 32, 32))
+    torch.testing.assert_close(const, torch.full((1, 8, 32, 32), 2.5))
+    with pytest.raises(ValueError):
+        upsample_map(torch.rand(2, 4, 4), (8, 32, 32))
+
+
+def test_upsample_map_keeps_the_hot_cell_where_it_was():
+    amap = torch.zeros(1, 1, 4, 4)
+    amap[0, 0, 0, 3] = 1.0                      # top-right cell
+    up = upsample_map(amap, (1, 64, 64))[0, 0]
+    row, col = divmod(int(up.argmax()), 64)
+    assert row < 16 and col >= 48                # the peak lies in the top-right 16x16 block
+    assert up[:16, 48:].sum() > 0.5 * up.sum()
+
+
+def test_frame_maps_match_activation_map_of_every_stage():
+    torch.manual_seed(0)
+    backbone = build_backbone("tiny")
+    augment = SpatialAugment(AugmentConfig(size=32))
+    transform = lambda c: augment.center(c, crop_fraction=1.0)  # noqa: E731
+    clips = torch.randint(0, 256, (2, 8, 48, 48, 3), dtype=torch.uint8)
+    backbone.train()
+    maps = frame_maps(backbone, clips, transform)
+    assert backbone.training                     # the mode is restored
+    assert list(maps) == list(backbone.stage_names)
+    backbone.eval()
+    with torch.no_grad():
+        features = backbone.features(transform(clips))
+    for stage, m in maps.items():
+        assert m.shape == (2, 8, 48, 48)
+        assert m.min() >= 0                      # post-ReLU stage outputs
+        expected = F.interpolate(activation_map(features[stage])[:, None], size=(8, 48, 48),
+                                 mode="trilinear", align_corners=False)[:, 0]
+        torch.testing.assert_close(m, expected)
+    only = frame_maps(backbone, clips, transform, stages=("layer2",))
+    assert list(only) == ["layer2"]
+
+
+def test_frame_maps_lie_over_the_frames():
+    """A bright square in the bottom-left of every frame gives the map's peak there."""
+    clips = torch.zeros(1, 4, 64, 64, 3, dtype=torch.uint8)
+    clips[:, :, 40:56, 8:24] = 255
+    augment = SpatialAugment(AugmentConfig(size=32))
+    maps = frame_maps(BrightnessBackbone(), clips, lambda c: augment.center(c, crop_fraction=1.0),
+                      stages=("layer4",))["layer4"]
+    assert maps.shape == (1, 4, 64, 64)
+    heat = maps[0, 1]
+    inside = heat[40:56, 8:24].mean()
+    outside = torch.cat([heat[:32].flatten(), heat[:, 32:].flatten()]).mean()
+    assert inside > 3 * outside
+    row, col = divmod(int(heat.argmax()), 64)
+    assert 36 <= row < 60 and 4 <= col < 28
+
+
+def test_overlay_values():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    heat = rng.random((16, 16))
+    out = overlay(frame, heat, alpha=0.5)
+    assert out.shape == (16, 16, 3) and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 1
+    scaled = heat / heat.max()
+    np.testing.assert_allclose(out, 0.5 * frame / 255 + 0.5 * JET(scaled)[..., :3], atol=1e-6)
+    # alpha 0: the frame itself; alpha 1: the colour map alone
+    np.testing.assert_allclose(overlay(frame, heat, alpha=0.0), frame / 255, atol=1e-6)
+    np.testing.assert_allclose(overlay(frame, heat, alpha=1.0), JET(scaled)[..., :3], atol=1e-6)
+    # the map's scale does not matter (it is divided by its maximum); the hottest pixel is the top colour
+    np.testing.assert_allclose(overlay(frame, 1000 * heat), out, atol=1e-6)
+    top = np.unravel_index(heat.argmax(), heat.shape)
+    np.testing.assert_allclose(overlay(frame, heat, alpha=1.0)[top], JET(1.0)[:3], atol=1e-6)
+    # an all-zero map: the bottom colour everywhere; float frames in [0, 1] and tensors work too
+    zero = overlay(frame.astype(np.float32) / 255, torch.zeros(16, 16), alpha=1.0)
+    np.testing.assert_allclose(zero, np.broadcast_to(JET(0.0)[:3], (16, 16, 3)), atol=1e-6)
+    torch_out = overlay(torch.from_numpy(frame), torch.from_numpy(heat))
+    np.testing.assert_allclose(torch_out, out, atol=1e-6)
+
+
+def test_overlay_refuses_mismatched_sizes():
+    with pytest.raises(ValueError):
+        overlay(np.zeros((16, 16, 3), np.uint8), np.zeros((8, 8)))
+    with pytest.raises(ValueError):
+        overlay(np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16)), alpha=1.5)
+
+
+def test_overlay_grid_layout_and_png(tmp_path):
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(2)]
+    masks = [np.zeros((24, 24), bool) for _ in range(2)]
+    masks[0][5:12, 5:12] = True
+    maps = {m: {lvl: [rng.random((24, 24)) for _ in range(2)] for lvl in ("layer1", "layer4")}
+            for m in ("random init", "dclr", "hdc")}
+    fig = overlay_grid(frames, maps, masks=masks, titles=["a", "b"], path=tmp_path / "grid.png")
+    assert isinstance(fig, Figure)
+    # per video: 3 rows x (frame column + 2 levels)
+    assert len(fig.axes) == 2 * 3 * 3
+    assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_activation_panels_still_draw(tmp_path):
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = build_backbone("tiny")
+            self.augment = SpatialAugment(AugmentConfig(size=32))
+
+    clips = torch.randint(0, 256, (2, 8, 32, 32, 3), dtype=torch.uint8)
+    fig = activation_panels({"a": Model(), "b": Model()}, clips, path=tmp_path / "p.png")
+    assert len(fig.axes) == 2 * 3
+    assert (tmp_path / "p.png").stat().st_size > 0
