@@ -172,10 +172,14 @@ def bench_augment(batch: int = 64, frames: int = 8, in_size: int = 64, out_size:
 
 # -- a method's training step and the backbone passes it makes -------------------------------------
 def toy_method(name: str, overrides: tuple[str, ...] = (), world: str | Path = "data/toyworld"):
-    """The toy preset's config and method for `name` (coupled, hdc, dclr, supervised)."""
+    """The toy preset's config and method for `name` (coupled, hdc, dclr, supervised), in the
+    memory format training uses."""
     cfg = load_config(CONFIGS / f"{name}.yaml", [f"data.root={world}", *overrides])
     torch.manual_seed(0)
-    return cfg, build_method(cfg, num_classes=8)
+    method = build_method(cfg, num_classes=8)
+    if cfg.train.channels_last:
+        method.to(memory_format=torch.channels_last_3d)
+    return cfg, method
 
 
 def random_windows(method, batch: int, size: int = 64) -> torch.Tensor:
@@ -283,13 +287,15 @@ def step_flops(step) -> int:
 
 # -- 4 + 6 (+ 7). method overhead and memory -------------------------------------------------------
 def bench_methods(batch: int = 32, repeats: int = 5, device: str | torch.device = "cpu", amp: bool = False,
-                  channels_last: bool = False, methods: tuple[str, ...] = METHODS) -> list[dict]:
-    """For each method: its step vs the bare backbone passes it makes, views per video, peak memory."""
+                  channels_last: bool | None = None, methods: tuple[str, ...] = METHODS) -> list[dict]:
+    """For each method: its step vs the bare backbone passes it makes, views per video, peak memory.
+    `channels_last` None: as the toy config trains (train.channels_last)."""
     device = torch.device(device)
-    memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
     rows = []
     for name in methods:
         cfg, method = toy_method(name)
+        use_channels_last = cfg.train.channels_last if channels_last is None else channels_last
+        memory_format = torch.channels_last_3d if use_channels_last else torch.contiguous_format
         method = method.to(device, memory_format=memory_format)
         generator = torch.Generator(device).manual_seed(0)
         views = method.make_views(random_windows(method, batch).to(device), generator=generator)

@@ -84,6 +84,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"                   # auto | cpu | cuda | cuda:N
     amp: bool = True                       # bf16/fp16 autocast, on CUDA only
+    channels_last: bool = True             # channels_last_3d weights: faster 3D convs (results/bench.md)
     sync_bn: bool = False
     log_every: int = 10                    # steps
     checkpoint_every: int = 1              # epochs

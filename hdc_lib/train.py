@@ -172,6 +172,8 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
     train_set = build_dataset(cfg, train=True, clip_sampler=None)
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     method = build_method(cfg, num_classes=len(train_set.classes)).to(ctx.device)
+    if tc.channels_last:  # the convolutions then run channels-last (their inputs are converted)
+        method.to(memory_format=torch.channels_last_3d)
     train_set.clip_sampler = RandomClipSampler(**method.clip_request())
     if tc.init_backbone:
         method.backbone.load_state_dict(backbone_state(load_checkpoint(tc.init_backbone)["model"]))
