@@ -403,6 +403,60 @@ def scaling_figure(results: dict[str, list[tuple]], path: str | Path | None = No
     return viz._save(fig, path)
 
 
+# -- wall times of the things users run -----------------------------------------------------------
+def time_notebooks(paths: list[Path], inplace: bool = False, timeout: int = 900) -> dict[str, float]:
+    """Run each notebook top to bottom in its default mode (HDC_FAST unset) with the python3
+    kernel, from its own folder; seconds per notebook. `inplace` stores the fresh outputs."""
+    import nbformat
+    from nbconvert.preprocessors import ExecutePreprocessor
+
+    seconds = {}
+    environment = {k: v for k, v in os.environ.items() if k not in ("HDC_FAST", "HDC_LONG")}
+    previous = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(environment)  # the kernel inherits this process's environment
+    try:
+        for path in paths:
+            path = Path(path)
+            notebook = nbformat.read(path, as_version=4)
+            started = time.perf_counter()
+            ExecutePreprocessor(timeout=timeout, kernel_name="python3").preprocess(
+                notebook, {"metadata": {"path": str(path.parent)}})
+            seconds[path.name] = time.perf_counter() - started
+            if inplace:
+                nbformat.write(notebook, path)
+    finally:
+        os.environ.clear()
+        os.environ.update(previous)
+    return seconds
+
+
+def wall_times_section(results_dir: Path) -> list[str]:
+    """The toy reproduction's and the notebooks' measured wall times, from the files their runs wrote."""
+    lines = ["## Wall times (from the runs that produced them)", ""]
+    ablation = results_dir / "toy_ablation.json"
+    if ablation.exists():
+        run = json.loads(ablation.read_text())
+        lines.append(f"- `make demo` (`hdc reproduce --preset toy`, commit {run['commit']}, {run['epochs']} epochs "
+                     f"x {len(run['seeds'])} seeds): {run['seconds'] / 60:.1f} min")
+    notebooks = results_dir / "notebook_times.json"
+    if notebooks.exists():
+        run = json.loads(notebooks.read_text())
+        lines.append(f"- notebooks in their default mode (`{run['command']}`, commit {run['commit']}):")
+        lines += [f"  - {name}: {seconds:.0f} s" for name, seconds in run["seconds"].items()]
+    return lines + [""] if len(lines) > 2 else []
+
+
+def git_commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 # -- the report ------------------------------------------------------------------------------------
 def run_all(quick: bool = False, world: str | Path = "data/toyworld") -> dict:
     """Every row; `quick` uses fewer items, repeats and points (a minute instead of a few)."""
@@ -434,7 +488,7 @@ def _verdict(value: float, goal: float, at_least: bool = True) -> str:
     return "met" if met else "**not met**"
 
 
-def format_report(report: dict, command: str) -> str:
+def format_report(report: dict, command: str, results_dir: Path = Path("results")) -> str:
     """results/bench.md's generated part."""
     d, a = report["decode"], report["augment"]
     stall_min = min(report["stall"], key=lambda r: r["ratio"])
@@ -498,6 +552,7 @@ def format_report(report: dict, command: str) -> str:
                     f"{r['bare_tflops']:.2f} | {r['peak_mb']:.0f} |" for r in report["cuda"]]]
     else:
         lines.append("Skipped: no CUDA device on this machine.")
+    lines += ["", *wall_times_section(Path(results_dir))]
     return "\n".join(lines) + "\n"
 
 
@@ -511,7 +566,7 @@ def write_report(report: dict, results_dir: str | Path = "results", figures_dir:
     kept = ""
     if path.exists() and HISTORY_MARKER in (old := path.read_text()):
         kept = old.split(HISTORY_MARKER, 1)[1]
-    path.write_text(format_report(report, command) + "\n" + HISTORY_MARKER + (kept or "\n"))
+    path.write_text(format_report(report, command, results_dir) + "\n" + HISTORY_MARKER + (kept or "\n"))
     (results_dir / "bench.json").write_text(json.dumps(report, indent=1))
     return path
 
@@ -525,7 +580,8 @@ def add_bench_parser(subparsers) -> None:
     parser.add_argument("--results", default="results")
     parser.add_argument("--figures", default="figures")
     parser.set_defaults(func=run_bench)
-    data = parser.add_subparsers(dest="bench_command").add_parser(
+    rows = parser.add_subparsers(dest="bench_command")
+    data = rows.add_parser(
         "data", help="row 1 alone: the dataset loader vs a bare PyAV loop",
         description="Clips/s of the dataset loader vs a bare PyAV loop over the same windows.")
     data.add_argument("root", nargs="?", default=None,
@@ -536,6 +592,12 @@ def add_bench_parser(subparsers) -> None:
     data.add_argument("--items", type=int, default=64, help="dataset items to decode")
     data.add_argument("--clip-frames", type=int, default=16)
     data.set_defaults(func=run_bench_data)
+    notebooks = rows.add_parser(
+        "notebooks", help="time every notebook in its default mode (results/notebook_times.json)",
+        description="Run notebooks top to bottom in their default mode and record the seconds each takes.")
+    notebooks.add_argument("paths", nargs="*", help="notebooks (default: notebooks/*.ipynb)")
+    notebooks.add_argument("--inplace", action="store_true", help="store the fresh outputs in the notebooks")
+    notebooks.set_defaults(func=run_bench_notebooks)
 
 
 def run_bench(args) -> int:
@@ -554,4 +616,17 @@ def run_bench_data(args) -> int:
           f"bare PyAV      {d['bare_pyav_clips_per_s']:9.1f} clips/s\n"
           f"loader         {d['loader_clips_per_s']:9.1f} clips/s  ({d['loader_vs_bare']:.2f} x bare PyAV; goal >= 0.8)\n"
           f"cached loader  {d['cached_loader_clips_per_s']:9.1f} clips/s")
+    return 0
+
+
+def run_bench_notebooks(args) -> int:
+    paths = [Path(p) for p in args.paths] or sorted(Path("notebooks").glob("*.ipynb"))
+    seconds = time_notebooks(paths, inplace=args.inplace)
+    for name, value in seconds.items():
+        print(f"{name:40s} {value:6.0f} s")
+    if not args.paths:  # the full set: record it for results/bench.md and the README
+        command = "hdc bench notebooks" + (" --inplace" if args.inplace else "")
+        record = {"command": command, "commit": git_commit(), "seconds": seconds}
+        Path(args.results).mkdir(parents=True, exist_ok=True)
+        (Path(args.results) / "notebook_times.json").write_text(json.dumps(record, indent=1))
     return 0

@@ -98,3 +98,27 @@ def test_stall_methods_scaling_and_report(tiny_world, tmp_path):
     assert "| 4. method overhead | worst: coupled" in text and "Skipped: no CUDA device" in text
     assert (tmp_path / "figures" / "bench_scaling.png").stat().st_size > 0
     assert json.loads((results / "bench.json").read_text())["machine"] == "test"
+
+
+def test_time_notebooks_runs_the_default_mode_and_can_store_outputs(tmp_path, monkeypatch):
+    import nbformat
+
+    monkeypatch.setenv("HDC_FAST", "1")  # as under `make test`: the timed run must not inherit it
+    path = tmp_path / "probe.ipynb"
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os; print(os.environ.get('HDC_FAST'))")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, path)
+    seconds = bench.time_notebooks([path], inplace=True)
+    assert list(seconds) == ["probe.ipynb"] and seconds["probe.ipynb"] > 0
+    assert nbformat.read(path, as_version=4).cells[0].outputs[0]["text"] == "None\n"
+    assert bench.os.environ["HDC_FAST"] == "1"  # restored afterwards
+
+
+def test_wall_times_section_reads_the_runs(tmp_path):
+    assert bench.wall_times_section(tmp_path) == []
+    (tmp_path / "toy_ablation.json").write_text(json.dumps({"commit": "abc", "epochs": 10, "seeds": [0, 1, 2],
+                                                            "seconds": 1114.6}))
+    (tmp_path / "notebook_times.json").write_text(json.dumps({"command": "hdc bench notebooks", "commit": "abc",
+                                                              "seconds": {"00_data.ipynb": 21.4}}))
+    text = "\n".join(bench.wall_times_section(tmp_path))
+    assert "10 epochs x 3 seeds): 18.6 min" in text and "00_data.ipynb: 21 s" in text
