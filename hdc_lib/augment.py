@@ -254,11 +254,18 @@ class SpatialAugment:
         return x.view(batch, frames_per_clip, channels, size, size)
 
     def _resize_matrices(self, starts: torch.Tensor, lengths: torch.Tensor, in_len: int, device) -> torch.Tensor:
-        """(B, size, in_len): each sample's resize matrix for its crop [start, start + length)."""
-        matrices = torch.zeros(len(starts), self.cfg.size, in_len, device=device)
-        for b, (start, length) in enumerate(zip(starts.tolist(), lengths.tolist())):
-            matrices[b, :, start:start + length] = _resize_matrix(length, self.cfg.size, self.cfg.antialias, device)
-        return matrices
+        """(B, size, in_len): each sample's resize matrix for its crop [start, start + length).
+
+        Row b is the cached matrix of a crop of length L_b placed at offset 0, shifted right by
+        start_b: M[b, i, j] = table[L_b, i, j - start_b] (zero outside the crop). One gather for
+        the whole batch, not a Python loop over samples.
+        """
+        table = _resize_table(in_len, self.cfg.size, self.cfg.antialias, torch.device(device))
+        by_length = table[lengths.to(table.device)]                          # (B, size, in_len)
+        source = torch.arange(in_len, device=table.device) - starts.to(table.device)[:, None]
+        inside = (source >= 0) & (source < in_len)
+        shifted = by_length.gather(2, source.clamp(0, in_len - 1)[:, None, :].expand_as(by_length))
+        return shifted * inside[:, None, :]
 
     def _jitter(self, x: torch.Tensor, params: AugmentParams) -> torch.Tensor:
         """Colour jitter, each sample's ops in its own order; a loop over positions and ops, not samples."""
@@ -293,6 +300,16 @@ def _resize_matrix(in_len: int, out_len: int, antialias: bool, device: torch.dev
     resized = F.interpolate(identity_rows, size=(1, out_len), mode="bilinear", align_corners=False,
                             antialias=antialias)
     return resized.view(in_len, out_len).T.contiguous()
+
+
+@functools.lru_cache(maxsize=None)
+def _resize_table(in_len: int, out_len: int, antialias: bool, device: torch.device) -> torch.Tensor:
+    """(in_len + 1, out_len, in_len): entry L holds the resize matrix of a crop of length L in its
+    first L columns (zeros after them); entry 0 is unused."""
+    table = torch.zeros(in_len + 1, out_len, in_len, device=device)
+    for length in range(1, in_len + 1):
+        table[length, :, :length] = _resize_matrix(length, out_len, antialias, device)
+    return table
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
