@@ -100,7 +100,7 @@ class ContrastiveMethod(nn.Module):
         return self.online["backbone"]
 
     def trainable_parameters(self):
-        """Parameters the optimiser updates (the momentum encoder follows by EMA)."""
+        """Parameters (or parameter groups) the optimiser updates; the momentum encoder follows by EMA."""
         return [p for p in self.parameters() if p.requires_grad]
 
     # -- encoders ------------------------------------------------------------------------------

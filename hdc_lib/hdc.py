@@ -69,6 +69,14 @@ class HDC(ContrastiveMethod):
         self.register_buffer("invariance_initialised", torch.tensor(False))
         self.log_variance = nn.Parameter(torch.zeros(n)) if cfg.weighting == "learned" else None
 
+    def trainable_parameters(self):
+        """Parameter groups: the learned weighting's log-variances s_j get no weight decay (decay
+        would pull every s_j, i.e. every weight exp(-s_j), towards 1 instead of its optimum log L_j)."""
+        if self.log_variance is None:
+            return super().trainable_parameters()
+        others = [p for p in super().trainable_parameters() if p is not self.log_variance]
+        return [{"params": others}, {"params": [self.log_variance], "weight_decay": 0.0}]
+
     def make_views(self, windows: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         """windows uint8 (B, 2, T, H, W, C) -> v1, v2, v3 and the optional temporal hard negatives."""
         views = hdc_views(windows, self.augment, generator=generator)

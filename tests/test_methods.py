@@ -125,6 +125,25 @@ def test_total_loss_is_the_weighted_sum_of_the_terms(weighting):
     torch.testing.assert_close(loss.detach(), expected)
 
 
+def test_learned_log_variances_are_not_decayed():
+    """The optimizer built by the engine decays the network but leaves s_j alone: with a zero
+    gradient, an AdamW step must not move s_j."""
+    from hdc_lib.experiment import OptimConfig, build_optimizer
+
+    model = build("hdc", weighting="learned", levels=["layer4"])
+    with torch.no_grad():
+        model.log_variance.fill_(2.0)
+    optimizer, _ = build_optimizer(OptimConfig(weight_decay=0.5, lr=0.1), model.trainable_parameters(), 1, 1)
+    head = next(model.online["heads"].parameters())
+    before = head.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    assert torch.equal(model.log_variance.detach(), torch.full_like(model.log_variance, 2.0))
+    assert not torch.equal(head.detach(), before)  # the rest is decayed
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.trainable_parameters()[0]["params"])) + 1
+
+
 def test_temporal_hard_negative_adds_a_column_per_row():
     """With v3 as a hard negative the temporal loss can only grow (one more term in each denominator)."""
     torch.manual_seed(0)
