@@ -1,7 +1,7 @@
 """One training loop for every method, on one CPU or on many GPUs under torchrun.
 
     python -m hdc_lib pretrain --config configs/toy/hdc.yaml               # one process
-    torchrun --nproc_per_node=8 -m hdc_lib pretrain --config configs/ucf101/hdc_r3d18.yaml
+    torchrun --nproc_per_node=8 -m hdc_lib pretrain --config configs/ucf101/hdc_r2plus1d.yaml
 
 What it guarantees:
 - Exact resume. The data order of an epoch, every item's clips and every random augmentation are

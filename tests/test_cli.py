@@ -17,6 +17,35 @@ def test_help_is_available_for_every_command(argv, capsys):
     assert "usage: hdc" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("argv", [
+    ["eval", "linear", "--run", "runs/x", "data.dataset=hmdb51", "data.fold=2"],
+    ["eval", "linear", "data.dataset=hmdb51", "--run", "runs/x", "data.fold=2"],
+    ["pretrain", "data.dataset=hmdb51", "--config", "c.yaml", "data.fold=2"]])
+def test_overrides_may_come_before_or_after_options(argv, monkeypatch):
+    """`hdc eval linear --run DIR key=value` (the README's transfer command) must parse."""
+    seen = {}
+    monkeypatch.setattr("hdc_lib.cli.build_parser", _recording_parser(seen))
+    assert main(argv) == 0
+    assert seen["overrides"] == ["data.dataset=hmdb51", "data.fold=2"]
+
+
+def _recording_parser(seen):
+    original = build_parser
+
+    def build():
+        parser = original()
+        for action in parser._subparsers._group_actions[0].choices.values():
+            action.set_defaults(func=lambda args: seen.update(overrides=args.overrides) or 0)
+        return parser
+    return build
+
+
+def test_unknown_options_are_still_errors(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "linear", "--run", "runs/x", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
 def test_python_dash_m_is_the_same_command():
     completed = subprocess.run([sys.executable, "-m", "hdc_lib", "--help"], capture_output=True, text=True)
     assert completed.returncode == 0 and "pretrain" in completed.stdout
