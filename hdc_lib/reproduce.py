@@ -13,8 +13,10 @@ resumes where it stopped, and a finished run is not trained again.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -27,8 +29,9 @@ from hdc_lib.checkpoint import load_checkpoint
 from hdc_lib.data.samplers import UniformClipSampler
 from hdc_lib.experiment import build_dataset, build_method, load_config
 from hdc_lib.probes import toy_probes
-from hdc_lib.train import setup, train
+from hdc_lib.train import ConfigMismatch, setup, train
 
+log = logging.getLogger(__name__)
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "toy"
 VARIANTS = ("coupled", "sc_only", "tc_only", "hdc_single", "hdc_uniform", "hdc", "dclr")
 REFERENCES = ("random_init", "supervised")
@@ -67,10 +70,18 @@ def run_config(variant: str, preset: Preset, seed: int, world_dir: Path, runs_di
 
 def trained_model(cfg, num_classes: int, device, progress: bool):
     """The run's final model; trained first unless a finished run with this config exists."""
-    final = Path(cfg.train.out_dir) / "final.pt"
+    run_dir = Path(cfg.train.out_dir)
+    final = run_dir / "final.pt"
     state = load_checkpoint(final) if final.exists() else None
     if state is None or state["config"] != cfg.to_dict():
-        train(cfg, resume=True, progress=progress)
+        try:
+            train(cfg, resume=True, progress=progress)
+        except ConfigMismatch as err:  # a run of an older preset or config: keep it aside, train afresh
+            stale = run_dir.with_name(run_dir.name + ".stale")
+            shutil.rmtree(stale, ignore_errors=True)
+            run_dir.rename(stale)
+            log.warning("%s; moved it to %s", err, stale)
+            train(cfg, resume=True, progress=progress)
         state = load_checkpoint(final)
     model = build_method(cfg, num_classes=num_classes)
     model.load_state_dict(state["model"])

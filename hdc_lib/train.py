@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 
 from hdc_lib.checkpoint import (backbone_state, checkpoint_name, load_checkpoint, load_latest,
                                 prune_checkpoints, save_checkpoint)
+from hdc_lib.config import ConfigError
 from hdc_lib.data.samplers import RandomClipSampler
 from hdc_lib.evaluate import knn_monitor
 from hdc_lib.experiment import RunConfig, build_dataset, build_method, build_optimizer
@@ -43,6 +44,38 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+class ConfigMismatch(ConfigError):
+    """The checkpoint to resume from was written by a run with another config."""
+
+
+# What may change between a run and its resumption: where and how it runs and logs, not what it learns.
+RESUMABLE_CHANGES = {"train.device", "train.log_every", "train.tensorboard", "train.keep_checkpoints",
+                     "train.checkpoint_every", "train.knn_every", "train.knn_videos", "train.out_dir",
+                     "data.workers", "data.cache_dir"}
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_resumable(saved: dict, current: dict, path: Path) -> None:
+    """Refuse to continue a checkpoint under another config (e.g. more epochs, other weights): the
+    result would be neither run. Raises ConfigMismatch naming every differing key."""
+    old, new = _flatten(saved), _flatten(current)
+    changed = sorted(k for k in old.keys() | new.keys()
+                     if old.get(k, "<missing>") != new.get(k, "<missing>") and k not in RESUMABLE_CHANGES)
+    if changed:
+        details = ", ".join(f"{k}: {old.get(k, '<missing>')!r} -> {new.get(k, '<missing>')!r}" for k in changed)
+        raise ConfigMismatch(f"{path} was written under another config ({details}); resume with the same "
+                             "config, or train into a new train.out_dir")
 
 
 @dataclass
@@ -195,6 +228,7 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
     sums, count = {}, 0  # running sums of this epoch's logs (kept in checkpoints)
     if resume and (found := load_latest(out, map_location=ctx.device)):
         state, path = found
+        check_resumable(state["config"], cfg.to_dict(), path)
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -144,3 +144,25 @@ def test_keeping_freed_memory_stops_the_page_faults_of_a_step():
                                        capture_output=True, text=True).stdout)
               for mode in ("default", "keep")}
     assert faults["keep"] < 0.5 * faults["default"], faults
+
+
+def test_resuming_under_another_config_is_refused_and_reproduce_sets_the_old_run_aside(tiny_overrides, tmp_path):
+    """A checkpoint continues only the run that wrote it: resuming with another temperature (or more
+    epochs) would give neither run. Logging settings may change. The reproduction moves such a
+    stale run folder aside and trains afresh."""
+    from hdc_lib.reproduce import trained_model
+    from hdc_lib.train import ConfigMismatch
+
+    overrides = [*tiny_overrides, "train.epochs=1", "train.knn_every=0"]
+    cfg = load_config("configs/toy/coupled.yaml", overrides)
+    train(cfg, progress=False)
+    with pytest.raises(ConfigMismatch, match=r"model.temperature: 0.1 -> 0.2.*train.epochs: 1 -> 2"):
+        train(load_config("configs/toy/coupled.yaml", [*overrides, "model.temperature=0.2", "train.epochs=2"]),
+              resume=True, progress=False)
+    train(load_config("configs/toy/coupled.yaml", [*overrides, "train.log_every=5"]), resume=True, progress=False)
+
+    changed = load_config("configs/toy/coupled.yaml", [*overrides, "model.temperature=0.2"])
+    trained_model(changed, num_classes=8, device="cpu", progress=False)
+    out = Path(changed.train.out_dir)
+    assert load_checkpoint(out / "final.pt")["config"] == changed.to_dict()
+    assert load_checkpoint(out.with_name(out.name + ".stale") / "final.pt")["config"]["model"]["temperature"] == 0.1
