@@ -1,8 +1,12 @@
 """Clip samplers: shapes, ranges, distinct starts, the stride knob, looping, determinism."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from hdc_lib.data.samplers import RandomClipSampler, UniformClipSampler
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def starts_and_strides(indices):
@@ -89,3 +93,41 @@ def test_invalid_strides_are_rejected(make):
 def test_empty_video_is_rejected():
     with pytest.raises(ValueError, match="at least one frame"):
         RandomClipSampler(4)(0, np.random.default_rng(0))
+
+
+def test_windows_do_not_overlap_when_the_video_holds_them_all():
+    sampler = RandomClipSampler(num_frames=8, stride=(1, 2), num_clips=2, disjoint=True)  # spans 8 or 15
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        indices, looped = sampler.sample(32, rng)  # the toy world: 15 + 15 <= 32
+        assert not looped
+        (a0, a1), (b0, b1) = [(clip[0], clip[-1]) for clip in indices]
+        assert a1 < b0 or b1 < a0, indices
+
+
+def test_disjoint_layouts_are_uniform_and_in_both_orders():
+    # Two windows of 3 frames in 8: 2 spare frames over 3 gaps (6 ways) x 2 orders = 12 layouts.
+    sampler = RandomClipSampler(num_frames=3, num_clips=2, disjoint=True)
+    rng = np.random.default_rng(1)
+    layouts = [tuple(sampler(8, rng)[:, 0]) for _ in range(6000)]
+    counts = {layout: layouts.count(layout) for layout in set(layouts)}
+    by_hand = {(a, b) for a in range(6) for b in range(6) if abs(a - b) >= 3}
+    assert set(counts) == by_hand and len(by_hand) == 12
+    assert min(counts.values()) > 400 and max(counts.values()) < 600  # about 500 each
+
+
+@pytest.mark.parametrize("disjoint, frames", [(True, 24), (False, 32)])
+def test_windows_may_overlap_when_they_cannot_all_fit_or_may_overlap(disjoint, frames):
+    sampler = RandomClipSampler(num_frames=8, stride=2, num_clips=2, disjoint=disjoint)  # spans 15
+    rng = np.random.default_rng(2)
+    draws = [sampler(frames, rng) for _ in range(300)]
+    assert all(d[0, 0] != d[1, 0] and d.max() < frames for d in draws)
+    assert any(abs(int(d[0, 0]) - int(d[1, 0])) < 15 for d in draws)  # overlap happens
+
+
+def test_coupled_and_hdc_ask_for_disjoint_windows_and_dclr_does_not():
+    from hdc_lib.experiment import build_method, load_config
+
+    for name, disjoint in [("coupled", True), ("hdc", True), ("dclr", False)]:
+        request = build_method(load_config(REPO / f"configs/toy/{name}.yaml")).clip_request()
+        assert RandomClipSampler(**request).disjoint is disjoint, name

@@ -28,20 +28,40 @@ def _check(num_frames: int, num_clips: int, num_video_frames: int) -> None:
         raise ValueError(f"need num_frames >= 1 and num_clips >= 1, got {num_frames}, {num_clips}")
 
 
+def _disjoint_starts(spans: np.ndarray, slack: int, rng: np.random.Generator) -> np.ndarray:
+    """Starts of windows with these spans, laid end to end in a random order with `slack` spare
+    frames spread over the K + 1 gaps, uniformly over all such layouts."""
+    k = len(spans)
+    # Stars and bars: K sorted distinct draws from slack + K positions, minus 0..K-1, are a
+    # uniformly drawn non-decreasing sequence of K offsets in [0, slack].
+    offsets = np.sort(rng.choice(slack + k, size=k, replace=False)) - np.arange(k)
+    order = rng.permutation(k)  # which clip takes which slot, earliest first
+    starts = np.empty(k, dtype=np.int64)
+    starts[order] = offsets + np.concatenate([[0], np.cumsum(spans[order])[:-1]])
+    return starts
+
+
 class RandomClipSampler:
     """K random windows of `num_frames` frames, with distinct start frames when possible.
 
     `stride` is an int or a tuple of candidate strides; each clip draws one uniformly (the
     playback-speed knob). A window of stride d spans (T - 1) * d + 1 frames; its start is drawn
     uniformly among the starts where it fits, avoiding starts already taken by earlier clips of
-    the item. When the video is shorter than the window, any frame can start it and the window
-    loops.
+    the item (DCLR's official sampler: two different windows, which may overlap). When the video
+    is shorter than the window, any frame can start it and the window loops.
+
+    `disjoint=True` (the coupled baseline and HDC, method-spec "Views": the windows overlap only
+    when the video is too short): when the K spans fit in the video one after another, the
+    windows are laid out without overlap, uniformly over all such layouts and in a random order;
+    otherwise the rule above applies.
     """
 
-    def __init__(self, num_frames: int, stride: int | tuple[int, ...] = 1, num_clips: int = 1):
+    def __init__(self, num_frames: int, stride: int | tuple[int, ...] = 1, num_clips: int = 1,
+                 disjoint: bool = False):
         self.num_frames = num_frames
         self.strides = np.atleast_1d(np.asarray(stride, dtype=np.int64))
         self.num_clips = num_clips
+        self.disjoint = disjoint
         if self.strides.ndim != 1 or (self.strides < 1).any():
             raise ValueError(f"strides must be positive integers, got {stride}")
 
@@ -57,6 +77,10 @@ class RandomClipSampler:
         """Frame indices (K, T) and whether any window looped."""
         _check(self.num_frames, self.num_clips, num_video_frames)
         strides = rng.choice(self.strides, size=self.num_clips)
+        spans = (self.num_frames - 1) * strides + 1
+        slack = num_video_frames - int(spans.sum())
+        if self.disjoint and slack >= 0:
+            return _windows(_disjoint_starts(spans, slack, rng), strides, self.num_frames, num_video_frames)
         starts = np.empty(self.num_clips, dtype=np.int64)
         for clip, stride in enumerate(strides):
             fitting = num_video_frames - (self.num_frames - 1) * int(stride)
@@ -67,7 +91,7 @@ class RandomClipSampler:
 
     def __repr__(self) -> str:
         return (f"RandomClipSampler(num_frames={self.num_frames}, "
-                f"stride={tuple(self.strides.tolist())}, num_clips={self.num_clips})")
+                f"stride={tuple(self.strides.tolist())}, num_clips={self.num_clips}, disjoint={self.disjoint})")
 
 
 class UniformClipSampler:
