@@ -59,8 +59,9 @@ def foreground_ratio(backbone, dataset, masks: Masks, transform, device, sampler
         items = [dataset[i] for i in positions]
         clips = transform(torch.stack([it["video"][0] for it in items]).to(device))
         amap = activation_map(backbone.features(clips, stages=(last,))[last]).float()  # (B, T', H', W')
-        for row, (i, item) in enumerate(zip(positions, items)):
-            frames = masks[relative_path(dataset, i)]
+        for row, item in enumerate(items):
+            # the item's own index: an unreadable video is replaced by the next readable one
+            frames = masks[relative_path(dataset, int(item["index"]))]
             indices = sampler(len(frames))[0]
             mask = torch.from_numpy(frames[indices]).float()[None, None].to(device)
             coverage = F.adaptive_avg_pool3d(mask, amap.shape[1:])[0, 0]
