@@ -100,3 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":  # `python -m hdc_lib.cli ...` behaves like the `hdc` script
+    sys.exit(main())

@@ -46,8 +46,9 @@ def test_unknown_options_are_still_errors(capsys):
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
-def test_python_dash_m_is_the_same_command():
-    completed = subprocess.run([sys.executable, "-m", "hdc_lib", "--help"], capture_output=True, text=True)
+@pytest.mark.parametrize("module", ["hdc_lib", "hdc_lib.cli"])
+def test_python_dash_m_is_the_same_command(module):
+    completed = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
     assert completed.returncode == 0 and "pretrain" in completed.stdout
 
 

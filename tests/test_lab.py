@@ -106,6 +106,21 @@ def test_lab_lists_and_opens_every_notebook(lab_server):
     assert "<html" in body.lower()
 
 
+def test_the_lab_loads_the_widget_manager(lab_server):
+    """The explorer in 06 is an ipywidgets view: JupyterLab must load the widget manager extension
+    (jupyterlab_widgets) and serve its code, or the widget shows as a plain-text repr."""
+    base, token = lab_server
+    _, _, page = get(f"{base}/lab", token)
+    marker = '<script id="jupyter-config-data" type="application/json">'
+    assert marker in page
+    config = json.loads(page.split(marker, 1)[1].split("</script>", 1)[0])
+    extensions = {ext["name"]: ext for ext in config["federated_extensions"]}
+    manager = extensions.get("@jupyter-widgets/jupyterlab-manager")
+    assert manager is not None, f"widget manager not loaded; extensions: {sorted(extensions)}"
+    status, content_type, code = get(f"{base}/lab/extensions/{manager['name']}/{manager['load']}", token)
+    assert status == 200 and "javascript" in content_type and code
+
+
 def test_the_token_is_required(lab_server):
     base, _ = lab_server
     with pytest.raises(urllib.error.HTTPError) as error:
