@@ -197,33 +197,36 @@ class VideoDataset(Dataset):
                 f"cache={self.cache.cache_dir if self.cache else None})")
 
 
-class UCF101(VideoDataset):
-    """UCF101 read from the official split files (see `splits.read_ucf101_split`).
+class OfficialSplitDataset(VideoDataset):
+    """A dataset read from its official split files by `read_split(split_dir, fold, train,
+    video_root, check_counts)`; other keyword options are VideoDataset's."""
 
-    check_counts=True verifies the official split size (split 1: 9,537 train / 3,783 test).
-    Other keyword options are VideoDataset's.
-    """
+    read_split = None  # set by each dataset below
 
     def __init__(self, video_root: str | os.PathLike, split_dir: str | os.PathLike,
                  fold: int = 1, train: bool = True, *, clip_sampler,
                  check_counts: bool = False, **options):
-        split = read_ucf101_split(split_dir, fold, train, video_root, check_counts)
+        split = type(self).read_split(split_dir, fold, train, video_root, check_counts)
         super().__init__(split.samples, clip_sampler, root=video_root, classes=split.classes,
                          **options)
 
 
-class HMDB51(VideoDataset):
+class UCF101(OfficialSplitDataset):
+    """UCF101 read from the official split files (see `splits.read_ucf101_split`).
+
+    check_counts=True verifies the official split size (split 1: 9,537 train / 3,783 test).
+    """
+
+    read_split = staticmethod(read_ucf101_split)
+
+
+class HMDB51(OfficialSplitDataset):
     """HMDB51 read from the official split files (see `splits.read_hmdb51_split`).
 
     check_counts=True verifies the official split size (3,570 train / 1,530 test).
     """
 
-    def __init__(self, video_root: str | os.PathLike, split_dir: str | os.PathLike,
-                 fold: int = 1, train: bool = True, *, clip_sampler,
-                 check_counts: bool = False, **options):
-        split = read_hmdb51_split(split_dir, fold, train, video_root, check_counts)
-        super().__init__(split.samples, clip_sampler, root=video_root, classes=split.classes,
-                         **options)
+    read_split = staticmethod(read_hmdb51_split)
 
 
 class VideoFolder(VideoDataset):
