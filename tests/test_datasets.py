@@ -87,6 +87,28 @@ def test_one_frame_video_loops_and_is_counted(tmp_path, synthetic_video_writer):
     assert (dataset.stats.looped, dataset.stats.decoded) == (1, 2)
 
 
+def test_frame_counts_are_read_once_per_file_version(tmp_path, synthetic_video_writer, monkeypatch):
+    import hdc_lib.data.datasets as datasets
+
+    calls = []
+    monkeypatch.setattr(datasets, "video_info", lambda path: calls.append(path) or video_info(path))
+    path = tmp_path / "clip.mp4"
+    synthetic_video_writer(path, num_frames=6)
+    dataset = VideoDataset([(path, 0)], RandomClipSampler(4))
+    for epoch in range(3):
+        dataset.set_epoch(epoch)
+        assert dataset[0]["looped"] is False
+    assert len(calls) == 1
+    synthetic_video_writer(path, num_frames=3)  # replaced by a shorter video: must be re-read
+    item = dataset[0]
+    assert len(calls) == 2 and item["looped"] is True  # 4 frames from a 3-frame video loop
+    frames = read_frames(path, [0, 1, 2])
+    assert any(np.array_equal(item["video"][0, 0].numpy(), frame) for frame in frames)
+    path.unlink()
+    with pytest.raises(VideoDecodeError, match="file not found"):
+        dataset[0]
+
+
 @pytest.fixture
 def dataset_with_bad_videos(tmp_path, synthetic_video_writer):
     """Six videos, labels 0..5, of which 1 (empty), 2 (text) and 5 (truncated) are unreadable."""

@@ -114,6 +114,7 @@ class VideoDataset(Dataset):
         self.on_error = on_error
         self.cache = DecodedVideoCache(cache_dir) if cache_dir is not None else None
         self.stats = LoadStats()
+        self._frame_counts: dict[str, tuple[tuple[int, int], int]] = {}  # path -> (size, mtime), frames
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -157,7 +158,7 @@ class VideoDataset(Dataset):
         path, label = self.samples[index]
         rng = self.item_rng(index)
         if self.cache is None:
-            indices, looped = self.clip_sampler.sample(video_info(path).num_frames, rng)
+            indices, looped = self.clip_sampler.sample(self._num_frames(path), rng)
             # Decode each distinct frame once, then lay the frames out as (K, T).
             distinct, layout = np.unique(indices, return_inverse=True)
             video = self._decode(path, distinct)[layout.reshape(indices.shape)]
@@ -171,6 +172,19 @@ class VideoDataset(Dataset):
         self.stats.looped += looped
         return {"video": torch.from_numpy(np.ascontiguousarray(video)), "label": label,
                 "index": index, "path": path, "looped": looped}
+
+    def _num_frames(self, path: str) -> int:
+        """The video's frame count, read from its metadata once per file version: opening the
+        container only for it costs about 6% of decoding a 16-frame clip, every epoch."""
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            raise VideoDecodeError(path, "file not found") from None
+        version = (stat.st_size, stat.st_mtime_ns)
+        known = self._frame_counts.get(path)
+        if known is None or known[0] != version:
+            known = self._frame_counts[path] = (version, video_info(path).num_frames)
+        return known[1]
 
     def _decode(self, path: str, indices: np.ndarray) -> np.ndarray:
         """Frames at `indices`, resized to the dataset's short side."""
