@@ -117,8 +117,9 @@ def test_supervised_reference_learns_the_training_labels(tiny_overrides):
 
 
 FAULTS_OF_AUGMENTATION = """
-import resource, sys, torch
+import resource, statistics, sys, torch
 torch.set_num_threads(1)
+torch.manual_seed(0)
 if sys.argv[1] == "keep":
     from hdc_lib.train import keep_freed_memory
     keep_freed_memory()
@@ -126,24 +127,28 @@ from hdc_lib.augment import AugmentConfig, SpatialAugment
 augment = SpatialAugment(AugmentConfig(size=32))
 clips = torch.randint(0, 256, (32, 8, 48, 48, 3), dtype=torch.uint8)
 augment(clips)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
+per_call = []
+for _ in range(10):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     augment(clips)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    per_call.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(statistics.median(per_call))
 """
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="glibc/Linux page-fault counts")
 def test_keeping_freed_memory_stops_the_page_faults_of_a_step():
     """The buffers of an augmentation call are freed and re-allocated every call; with
-    keep_freed_memory they are reused from the heap instead of being faulted in again."""
+    keep_freed_memory they are reused from the heap instead of being faulted in again.
+    Faults per call vary from call to call with the heap's layout, so compare medians of 10 calls
+    (measured here: default 2,900-3,600 faults per call, kept 8-365)."""
     import subprocess
     import sys
 
-    faults = {mode: int(subprocess.run([sys.executable, "-c", FAULTS_OF_AUGMENTATION, mode], check=True,
-                                       capture_output=True, text=True).stdout)
+    faults = {mode: float(subprocess.run([sys.executable, "-c", FAULTS_OF_AUGMENTATION, mode], check=True,
+                                         capture_output=True, text=True).stdout)
               for mode in ("default", "keep")}
-    assert faults["keep"] < 0.5 * faults["default"], faults
+    assert faults["keep"] < 0.25 * faults["default"], faults
 
 
 def test_resuming_under_another_config_is_refused_and_reproduce_sets_the_old_run_aside(tiny_overrides, tmp_path):
