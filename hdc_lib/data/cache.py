@@ -24,6 +24,12 @@ import numpy as np
 CACHE_VERSION = 1
 
 
+def file_version(path: str | os.PathLike) -> tuple[int, int]:
+    """(size, mtime in ns): what changes when a video file is replaced or edited."""
+    status = os.stat(path)
+    return status.st_size, status.st_mtime_ns
+
+
 class DecodedVideoCache:
     """Decoded videos as memory-mapped uint8 .npy files under `cache_dir`."""
 
@@ -33,10 +39,9 @@ class DecodedVideoCache:
 
     def key(self, path: str | os.PathLike, settings: Mapping[str, Any]) -> str:
         """Hash of the source file's identity (path, size, mtime in ns) and the decode settings."""
-        status = os.stat(path)
-        identity = {"path": os.path.abspath(path), "size": status.st_size,
-                    "mtime_ns": status.st_mtime_ns, "settings": dict(settings),
-                    "version": CACHE_VERSION}
+        size, mtime_ns = file_version(path)
+        identity = {"path": os.path.abspath(path), "size": size, "mtime_ns": mtime_ns,
+                    "settings": dict(settings), "version": CACHE_VERSION}
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def entry_path(self, path: str | os.PathLike, settings: Mapping[str, Any]) -> Path:
