@@ -461,7 +461,7 @@ def git_commit() -> str:
 def run_all(quick: bool = False, world: str | Path = "data/toyworld") -> dict:
     """Every row; `quick` uses fewer items, repeats and points (a minute instead of a few)."""
     from hdc_lib.data.toyworld import ensure_toyworld
-    from hdc_lib.train import keep_freed_memory
+    from hdc_lib.runtime import keep_freed_memory
 
     keep_freed_memory()  # as training does
     ensure_toyworld(world)

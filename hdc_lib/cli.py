@@ -1,5 +1,5 @@
-"""The `hdc` command (also `python -m hdc_lib`). Each subcommand lives next to the code it runs;
-this file only assembles them.
+"""The `hdc` command (also `python -m hdc_lib`). The data and bench subcommands live next to the
+code they run; pretrain, eval and reproduce, which draw on several modules, are defined here.
 
     hdc data toyworld --out data/toyworld       render the embedded toy world
     hdc data check ROOT --splits DIR            report unreadable videos before a long run
@@ -12,8 +12,10 @@ this file only assembles them.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from pathlib import Path
 
 from hdc_lib.config import ConfigError
 
@@ -45,6 +47,49 @@ def run_pretrain(args) -> int:
     return 0
 
 
+def add_eval_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="evaluate a pretrained run: linear probe, retrieval, fine-tuning, toy probes",
+        description="Evaluate a run folder (its config.yaml and final.pt). Dotted overrides switch "
+                    "the dataset, e.g. data.dataset=hmdb51 data.root=... data.split_dir=...")
+    parser.add_argument("protocol", choices=("linear", "retrieval", "finetune", "probes"))
+    parser.add_argument("--run", required=True, help="the run folder (train.out_dir)")
+    parser.add_argument("--checkpoint", help="another checkpoint than <run>/final.pt")
+    parser.add_argument("--clips", type=int, default=10, help="uniform clips per test video")
+    parser.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs")
+    parser.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    parser.set_defaults(func=run_eval)
+
+
+def run_eval(args) -> int:
+    from hdc_lib.evaluate import finetune, linear_probe, load_backbone, retrieval_recall, video_features
+    from hdc_lib.probes import toy_probes
+    from hdc_lib.runtime import setup
+
+    device = setup().device
+    run_dir = Path(args.run)
+    cfg, backbone, transform, identity = load_backbone(run_dir, args.checkpoint, args.overrides, device)
+    if args.protocol == "finetune":
+        result = finetune(cfg, run_dir, args.checkpoint, args.epochs, args.lr, args.clips, device,
+                          not args.no_progress)
+    elif args.protocol == "probes":
+        result = toy_probes(cfg, backbone, transform, device, args.clips)
+    else:
+        train, test = video_features(cfg, backbone, transform, device, identity, args.clips,
+                                     run_dir / "features")
+        stage = backbone.stage_names[-1]
+        x_train, x_test = train["features"][stage], test["features"][stage]
+        result = ({"accuracy": linear_probe(x_train, train["labels"], x_test, test["labels"])}
+                  if args.protocol == "linear" else
+                  retrieval_recall(x_train, train["labels"], x_test, test["labels"]))
+    result = {"protocol": args.protocol, "dataset": cfg.data.dataset, "clips": args.clips, **result}
+    (run_dir / f"eval_{args.protocol}.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    return 0
+
+
 def add_reproduce_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "reproduce", help="the toy-scale reproduction: every ablation, seeds, table and figures",
@@ -70,7 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
     from hdc_lib.bench import add_bench_parser
     from hdc_lib.data.check import add_check_parser
     from hdc_lib.data.toyworld import add_toyworld_parser
-    from hdc_lib.evaluate import add_eval_parser
 
     parser = argparse.ArgumentParser(prog="hdc", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)

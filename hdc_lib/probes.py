@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from hdc_lib.data.samplers import UniformClipSampler
 from hdc_lib.data.toyworld import Masks, load_manifest
 from hdc_lib.dclr import activation_map
-from hdc_lib.evaluate import eval_datasets, extract_features, linear_probe, retrieval_recall
+from hdc_lib.evaluate import linear_probe, retrieval_recall
+from hdc_lib.features import eval_datasets, extract_features
 
 
 def relative_path(dataset, position: int) -> str:

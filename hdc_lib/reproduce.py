@@ -29,7 +29,8 @@ from hdc_lib.checkpoint import load_checkpoint
 from hdc_lib.data.samplers import UniformClipSampler
 from hdc_lib.experiment import build_dataset, build_method, load_config
 from hdc_lib.probes import toy_probes
-from hdc_lib.train import ConfigMismatch, setup, train
+from hdc_lib.runtime import setup
+from hdc_lib.train import ConfigMismatch, train
 
 log = logging.getLogger(__name__)
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "toy"

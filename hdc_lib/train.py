@@ -17,17 +17,13 @@ What it guarantees:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
-import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -36,8 +32,9 @@ from hdc_lib.checkpoint import (backbone_state, checkpoint_name, load_checkpoint
                                 prune_checkpoints, save_checkpoint)
 from hdc_lib.config import ConfigError
 from hdc_lib.data.samplers import RandomClipSampler
-from hdc_lib.evaluate import knn_monitor
 from hdc_lib.experiment import RunConfig, build_dataset, build_method, build_optimizer
+from hdc_lib.features import knn_monitor
+from hdc_lib.runtime import setup
 
 log = logging.getLogger(__name__)
 
@@ -76,57 +73,6 @@ def check_resumable(saved: dict, current: dict, path: Path) -> None:
         details = ", ".join(f"{k}: {old.get(k, '<missing>')!r} -> {new.get(k, '<missing>')!r}" for k in changed)
         raise ConfigMismatch(f"{path} was written under another config ({details}); resume with the same "
                              "config, or train into a new train.out_dir")
-
-
-@dataclass
-class Context:
-    """Where this process runs: its rank among `world_size` and its device."""
-
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def keep_freed_memory() -> None:
-    """Keep freed host memory in the process instead of handing it back to the kernel (glibc).
-
-    A step frees and re-allocates the same buffers of a few MB every time. glibc's defaults return
-    such blocks to the kernel (mmap, heap trimming) and then page-fault them in again, zeroed: about
-    a third of the CPU time of the toy augmentation (results/bench.md). With a fixed 32 MB mmap
-    threshold (glibc's maximum) and no trimming, the heap stays at its peak and is reused.
-    Nothing happens where glibc's mallopt is missing.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    mallopt(m_mmap_threshold, 32 * 2 ** 20)
-    mallopt(m_trim_threshold, 2 ** 31 - 1)
-
-
-def setup(device: str = "auto") -> Context:
-    """Join the process group when launched by torchrun (RANK/WORLD_SIZE set); pick the device.
-    Also keeps freed host memory in the process (`keep_freed_memory`)."""
-    keep_freed_memory()
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda":
-        device = f"cuda:{local_rank}"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    return Context(rank=rank, world_size=world_size, device=dev)
 
 
 def epoch_batches(num_items: int, batch_per_rank: int, seed: int, epoch: int, rank: int,

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from hdc_lib.backbones import build_backbone
-from hdc_lib.evaluate import extract_features, knn_predict, linear_probe, retrieval_recall
+from hdc_lib.evaluate import linear_probe, retrieval_recall
+from hdc_lib.features import extract_features, knn_predict
 
 
 def test_knn_matches_a_naive_weighted_vote():

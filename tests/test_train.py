@@ -121,7 +121,7 @@ import resource, statistics, sys, torch
 torch.set_num_threads(1)
 torch.manual_seed(0)
 if sys.argv[1] == "keep":
-    from hdc_lib.train import keep_freed_memory
+    from hdc_lib.runtime import keep_freed_memory
     keep_freed_memory()
 from hdc_lib.augment import AugmentConfig, SpatialAugment
 augment = SpatialAugment(AugmentConfig(size=32))
