@@ -11,7 +11,8 @@ applied to float [0, 1] frames with the same parameters (the tests check this to
      horizontal flip, as one matrix product per axis;
   3. colour jitter with probability jitter_p: brightness, contrast, saturation, hue in a random order
      drawn per sample (ColorJitter's semantics; an op whose strength is 0 is skipped, as there);
-  4. grayscale with probability gray_p (3 channels out);
+  4. grayscale with probability gray_p (3 channels out), after a random permutation of the RGB
+     channels with probability channel_shuffle_p (not in torchvision; 0 in the paper setting);
   5. Gaussian blur with probability blur_p, sigma drawn per sample;
   6. ImageNet mean/std normalisation; output layout (B, C, T, size, size).
 
@@ -59,6 +60,9 @@ class AugmentConfig:
     saturation: float = 0.4
     hue: float = 0.1
     jitter_p: float = 0.8
+    # A random RGB channel order per clip: a hue change no colour survives, so an object's colour
+    # cannot identify a video across views (the toy world's saturated colours barely move under hue 0.1).
+    channel_shuffle_p: float = 0.0
     gray_p: float = 0.2
     blur_p: float = 0.5
     blur_sigma: tuple[float, float] = (0.1, 2.0)
@@ -92,6 +96,7 @@ class AugmentParams:
     saturation: torch.Tensor
     hue: torch.Tensor
     jitter_order: torch.Tensor
+    channel_order: torch.Tensor
     gray: torch.Tensor
     blur: torch.Tensor
     sigma: torch.Tensor
@@ -104,7 +109,9 @@ class AugmentParams:
         ones = torch.ones_like(top, dtype=torch.float32)
         order = torch.arange(len(_JITTER_OPS), device=top.device).expand(len(top), -1)
         return cls(top, left, height, width, flip=off, jitter=off, brightness=ones, contrast=ones,
-                   saturation=ones, hue=torch.zeros_like(ones), jitter_order=order, gray=off, blur=off, sigma=ones)
+                   saturation=ones, hue=torch.zeros_like(ones), jitter_order=order,
+                   channel_order=torch.arange(3, device=top.device).expand(len(top), -1),
+                   gray=off, blur=off, sigma=ones)
 
     def __len__(self) -> int:
         return len(self.top)
@@ -143,6 +150,10 @@ class SpatialAugment:
             return torch.rand(batch, generator=generator, device=draw_device) < p
 
         top, left, crop_h, crop_w = self._sample_boxes(height, width, uniform)
+        channel_order = torch.arange(3, device=draw_device).expand(batch, -1)
+        if cfg.channel_shuffle_p > 0:  # drawn only when used: other settings keep their streams
+            shuffled = torch.rand(batch, 3, generator=generator, device=draw_device).argsort(dim=1)
+            channel_order = torch.where(coin(cfg.channel_shuffle_p)[:, None], shuffled, channel_order)
         params = AugmentParams(
             top=top, left=left, height=crop_h, width=crop_w,
             flip=coin(cfg.flip_p),
@@ -153,6 +164,7 @@ class SpatialAugment:
             saturation=uniform(max(0.0, 1 - cfg.saturation), 1 + cfg.saturation),
             hue=uniform(-cfg.hue, cfg.hue),
             jitter_order=torch.rand(batch, len(_JITTER_OPS), generator=generator, device=draw_device).argsort(dim=1),
+            channel_order=channel_order,
             gray=coin(cfg.gray_p),
             blur=coin(cfg.blur_p),
             sigma=uniform(*cfg.blur_sigma),
@@ -211,6 +223,9 @@ class SpatialAugment:
         scale = 1 / 255 if clips.dtype == torch.uint8 else 1.0
         x = self._crop_resize_flip(clips.to(torch.float32), params, scale)
         x = self._jitter(x, params)
+        if self.cfg.channel_shuffle_p > 0:
+            # out[:, :, c] = in[:, :, order[c]] for each sample's channel order
+            x = torch.take_along_dim(x, params.channel_order.view(batch, 1, 3, 1, 1), dim=2)
         x = _apply_to_rows(x, params.gray, lambda rows: _luma(x[rows]).expand(-1, -1, 3, -1, -1))
         x = _apply_to_rows(x, params.blur,
                            lambda rows: _gaussian_blur(x[rows], params.sigma[rows], self.cfg.kernel_size))
@@ -408,3 +423,14 @@ def shuffle_frames(x: torch.Tensor, generator: torch.Generator | None = None) ->
 def reverse_frames(x: torch.Tensor) -> torch.Tensor:
     """Play each (B, C, T, H, W) clip backwards."""
     return x.flip(2)
+
+
+TEMPORAL_NEGATIVES = ("shuffled", "reversed")
+
+
+def reordered(x: torch.Tensor, how: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The clip with its frames `shuffled` or `reversed`: same frames, wrong order. As a hard
+    negative it can only be told from the clip by the order of its frames, i.e. by motion."""
+    if how not in TEMPORAL_NEGATIVES:
+        raise ValueError(f"{how!r} is not one of {list(TEMPORAL_NEGATIVES)}")
+    return shuffle_frames(x, generator=generator) if how == "shuffled" else reverse_frames(x)

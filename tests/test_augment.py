@@ -236,3 +236,33 @@ def test_shuffle_frames_is_never_identity_and_a_permutation():
 
 def test_reverse_frames():
     assert torch.equal(reverse_frames(frame_indexed(2, 4))[0, 0, :, 0, 0], torch.tensor([3.0, 2.0, 1.0, 0.0]))
+
+
+def test_channel_shuffle_permutes_each_clips_channels_before_normalising():
+    """out[c] = normalise_c(x[order[c]]): against the same parameters with the identity order."""
+    cfg = AugmentConfig(size=SIZE, flip_p=0.0, jitter_p=0.0, gray_p=0.0, blur_p=0.0, channel_shuffle_p=1.0)
+    augment = SpatialAugment(cfg)
+    clips = random_clips((6, 2, 40, 40))
+    params = augment.sample_params(6, 40, 40, generator=torch.Generator().manual_seed(3))
+    shuffled, _ = augment(clips, params=params)
+    identity = dataclasses.replace(params, channel_order=torch.arange(3).expand(6, -1))
+    plain, _ = augment(clips, params=identity)
+    mean, std = torch.tensor(cfg.mean).view(1, 3, 1, 1, 1), torch.tensor(cfg.std).view(1, 3, 1, 1, 1)
+    raw = plain * std + mean
+    for b in range(6):
+        expected = (raw[b, params.channel_order[b]] - mean[0]) / std[0]
+        torch.testing.assert_close(shuffled[b], expected, atol=ATOL, rtol=0)
+
+
+def test_channel_shuffle_draws_every_order_with_probability_p():
+    augment = SpatialAugment(AugmentConfig(size=SIZE, channel_shuffle_p=0.5))
+    orders = augment.sample_params(6000, 40, 40, generator=torch.Generator().manual_seed(0)).channel_order
+    assert (orders.sort(dim=1).values == torch.arange(3)).all()  # permutations only
+    identity = (orders == torch.arange(3)).all(dim=1).float().mean().item()
+    # identity: the 1 - p unshuffled clips plus p/6 of the shuffled ones
+    assert abs(identity - (0.5 + 0.5 / 6)) < 0.03
+    counts = torch.unique(orders[~(orders == torch.arange(3)).all(dim=1)], dim=0, return_counts=True)[1]
+    assert len(counts) == 5 and counts.min() > 0.8 * counts.float().mean()
+    # off by default: the paper setting's parameters never permute
+    default = SpatialAugment(AugmentConfig(size=SIZE)).sample_params(50, 40, 40).channel_order
+    assert (default == torch.arange(3)).all()

@@ -131,3 +131,34 @@ def test_coupled_and_hdc_ask_for_disjoint_windows_and_dclr_does_not():
     for name, disjoint in [("coupled", True), ("hdc", True), ("dclr", False)]:
         request = build_method(load_config(REPO / f"configs/toy/{name}.yaml")).clip_request()
         assert RandomClipSampler(**request).disjoint is disjoint, name
+
+
+def test_window_offset_sets_how_far_apart_the_windows_start():
+    sampler = RandomClipSampler(num_frames=8, stride=2, num_clips=2, offset=(2, 8))  # spans 15
+    rng = np.random.default_rng(3)
+    draws = [sampler.sample(32, rng) for _ in range(3000)]
+    gaps = np.array([int(d[1, 0]) - int(d[0, 0]) for d, _ in draws])
+    assert not any(looped for _, looped in draws)
+    assert set(np.abs(gaps)) == set(range(2, 9))  # every offset 2..8 and no other
+    assert abs((gaps > 0).mean() - 0.5) < 0.05  # either window may come first
+    # the pair is placed uniformly where it fits: its first start covers 0 .. 32 - (15 + gap)
+    first = np.array([min(d[0, 0], d[1, 0]) for d, _ in draws])
+    assert first.min() == 0 and first.max() == 32 - 17
+    # too short a video for the pair: the windows still start apart (the overlapping rule)
+    short = [sampler(16, rng) for _ in range(200)]
+    assert all(d[0, 0] != d[1, 0] for d in short)
+
+
+@pytest.mark.parametrize("bad", [dict(offset=(0, 3)), dict(offset=(4, 2)), dict(offset=(2, 3), disjoint=True)])
+def test_bad_window_offsets_are_refused(bad):
+    with pytest.raises(ValueError):
+        RandomClipSampler(num_frames=4, num_clips=2, **bad)
+
+
+def test_the_window_offset_knob_reaches_the_sampler():
+    from hdc_lib.experiment import build_method, load_config
+
+    for name in ("coupled", "hdc"):
+        cfg = load_config(REPO / f"configs/toy/{name}.yaml", ["model.window_offset=[2,8]"])
+        sampler = RandomClipSampler(**build_method(cfg).clip_request())
+        assert sampler.offset == (2, 8) and not sampler.disjoint, name

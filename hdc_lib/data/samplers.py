@@ -54,16 +54,26 @@ class RandomClipSampler:
     when the video is too short): when the K spans fit in the video one after another, the
     windows are laid out without overlap, uniformly over all such layouts and in a random order;
     otherwise the rule above applies.
+
+    `offset=(lo, hi)` instead sets how far apart the windows start: consecutive starts differ by a
+    number of frames drawn uniformly from lo..hi (>= 1), the group placed uniformly where it fits
+    and its windows given to the clips in a random order. Small offsets make overlapping windows
+    whose only differences are a few frames of motion (a harder temporal task than two halves of
+    the video, which position alone tells apart). When the group does not fit, the rule above.
     """
 
     def __init__(self, num_frames: int, stride: int | tuple[int, ...] = 1, num_clips: int = 1,
-                 disjoint: bool = False):
+                 disjoint: bool = False, offset: tuple[int, int] | None = None):
         self.num_frames = num_frames
         self.strides = np.atleast_1d(np.asarray(stride, dtype=np.int64))
         self.num_clips = num_clips
         self.disjoint = disjoint
+        self.offset = None if offset is None else tuple(int(v) for v in offset)
         if self.strides.ndim != 1 or (self.strides < 1).any():
             raise ValueError(f"strides must be positive integers, got {stride}")
+        if self.offset is not None and (disjoint or len(self.offset) != 2
+                                        or not 1 <= self.offset[0] <= self.offset[1]):
+            raise ValueError(f"offset must be (lo, hi) with 1 <= lo <= hi, without disjoint; got {offset}")
 
     @property
     def span(self) -> int:
@@ -81,6 +91,15 @@ class RandomClipSampler:
         slack = num_video_frames - int(spans.sum())
         if self.disjoint and slack >= 0:
             return _windows(_disjoint_starts(spans, slack, rng), strides, self.num_frames, num_video_frames)
+        if self.offset is not None:
+            gaps = rng.integers(self.offset[0], self.offset[1] + 1, size=self.num_clips - 1)
+            order = rng.permutation(self.num_clips)  # which clip takes which slot, earliest first
+            relative = np.concatenate([[0], np.cumsum(gaps)])
+            extent = int((relative + spans[order]).max())
+            if extent <= num_video_frames:
+                starts = np.empty(self.num_clips, dtype=np.int64)
+                starts[order] = relative + rng.integers(0, num_video_frames - extent + 1)
+                return _windows(starts, strides, self.num_frames, num_video_frames)
         starts = np.empty(self.num_clips, dtype=np.int64)
         for clip, stride in enumerate(strides):
             fitting = num_video_frames - (self.num_frames - 1) * int(stride)
@@ -91,7 +110,8 @@ class RandomClipSampler:
 
     def __repr__(self) -> str:
         return (f"RandomClipSampler(num_frames={self.num_frames}, "
-                f"stride={tuple(self.strides.tolist())}, num_clips={self.num_clips}, disjoint={self.disjoint})")
+                f"stride={tuple(self.strides.tolist())}, num_clips={self.num_clips}, disjoint={self.disjoint}, "
+                f"offset={self.offset})")
 
 
 class UniformClipSampler:
