@@ -16,7 +16,7 @@ applied to float [0, 1] frames with the same parameters (the tests check this to
   5. Gaussian blur with probability blur_p, sigma drawn per sample;
   6. ImageNet mean/std normalisation; output layout (B, C, T, size, size).
 
-Relation to DCLR's official pipeline (reference/dclr-digest.md 1.2):
+Relation to DCLR's official pipeline (docs/methods.md, "DCLR official code: bugs fixed"):
   - same: crop 112 with scale (0.2, 1) and ratio (3/4, 4/3) (torchvision's defaults, which DCLR's
     RandomResizedCropVideo uses), flip p 0.5, ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8,
     grayscale p 0.2, blur p 0.5 with kernel int(0.1 * size) // 2 * 2 + 1 (11 at 112), sigma range
@@ -48,7 +48,7 @@ _CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 boxes before its
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Spatial augmentation settings; the defaults are the paper setting (method-spec "Views")."""
+    """Spatial augmentation settings; defaults: the paper setting (docs/methods.md, "Views")."""
 
     size: int = 112
     scale: tuple[float, float] = (0.2, 1.0)

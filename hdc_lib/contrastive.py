@@ -92,7 +92,7 @@ class ContrastiveMethod(nn.Module):
     # -- what the data layer must deliver ------------------------------------------------------
     def clip_request(self) -> dict:
         """Clips per video, frames per clip and stride that the data sampler must deliver; the two
-        windows overlap only when the video is too short to hold both (method-spec "Views")."""
+        windows overlap only when the video is too short to hold both (docs/methods.md, "Views")."""
         stride = tuple(self.cfg.speed_strides) or self.cfg.clip_stride
         return {"num_clips": 2, "num_frames": self.cfg.clip_frames, "stride": stride, "disjoint": True}
 

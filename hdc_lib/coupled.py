@@ -1,8 +1,9 @@
-"""The coupled baseline: spatio-temporal features learned "as a whole" (method-spec, CVRL/MoCo style).
+"""The coupled baseline: spatio-temporal features learned "as a whole" (CVRL/MoCo style).
 
 One projection head on the last stage. The positive pair is two clips of the same video that differ
 in both time (two windows a, b) and appearance (independent augmentations theta2, theta1): the
-spec's (v2, v3). Loss = InfoNCE, symmetrised over the two views.
+views (v2, v3) of docs/methods.md, "Coupled baseline". Loss = InfoNCE, symmetrised over the
+two views.
 """
 from __future__ import annotations
 

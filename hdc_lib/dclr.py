@@ -1,7 +1,7 @@
 """DCLR: dual contrastive learning for spatio-temporal representation (Ding, Qian & Xiong, ACM MM 2022).
 
-What the official code (github.com/Mark12Ding/DCLR) does, with its bugs fixed (method-spec.md,
-reference/dclr-digest.md):
+What the official code (github.com/Mark12Ding/DCLR) does, with its bugs fixed (docs/methods.md,
+"DCLR (as implemented)" and, bug by bug, docs/methods.md, "DCLR official code: bugs fixed"):
 
 1. Static / dynamic split of the input. From a window of T*stride raw frames: the RGB clip v takes
    every stride-th frame; the static clip s repeats one raw frame of the window T times (own crop

@@ -1,10 +1,10 @@
-"""Evaluation protocols (method-spec.md, "Evaluation protocols") on frozen video features.
+"""Evaluation protocols (docs/methods.md, "Evaluation protocols") on frozen video features.
 
 The features (N uniform clips per video, centre crop, each stage's GAP averaged over the clips)
 and the kNN monitor come from `features.py`; on top of them:
 
 - Linear probe: multinomial logistic regression. A linear classifier's mean of logits over clips
-  equals its logits of the mean feature, so averaging features first is the spec's video-level
+  equals its logits of the mean feature, so averaging features first is the video-level
   protocol exactly.
 - Retrieval: test videos query the train videos; features mean-centred (train mean), L2-normalised;
   R@k = share of queries with a same-class video among their k nearest.

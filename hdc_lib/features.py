@@ -1,6 +1,6 @@
 """Frozen-backbone features of whole videos, and the kNN monitor training runs on them.
 
-Every evaluation protocol (method-spec.md, "Evaluation protocols") starts here: N uniformly spaced
+Every evaluation protocol (docs/methods.md, "Evaluation protocols") starts here: N uniformly spaced
 clips per video, centre crop, no random augmentation, each stage's global average pool averaged
 over the clips. The kNN monitor lives here rather than with the other protocols in `evaluate.py`
 because training calls it between epochs, and evaluation in turn trains (fine-tuning):

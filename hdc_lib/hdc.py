@@ -1,7 +1,7 @@
 """HDC: hierarchically decoupled spatial-temporal contrast (Zhang & Crandall, WACV 2022).
 
 No code was released and only the paper's abstract could be checked, so everything below except
-the three ideas themselves is **our reading** (method-spec.md, "HDC (our reading)"):
+the three ideas themselves is **our reading** (docs/methods.md, "HDC (our reading)"):
 
 1. Decoupling by augmentation. From two windows a, b of a video and two appearance transforms
    theta1, theta2: v1 = S(a; theta1), v2 = S(a; theta2), v3 = S(b; theta1).

@@ -8,9 +8,9 @@ from torch import nn
 class ProjectionHead(nn.Module):
     """GAP (if given a feature map) -> Linear -> BatchNorm1d -> ReLU -> Linear -> L2 normalise.
 
-    The method spec's head for both HDC and DCLR (SimCLR/MoCo-v2 style MLP). The BatchNorm is our
-    choice (the official DCLR heads have none); the first Linear has no bias because the BatchNorm
-    right after it would cancel one.
+    The head of both HDC and DCLR, a SimCLR/MoCo-v2 style MLP (docs/methods.md, "Notation and
+    shared parts"). The BatchNorm is our choice (the official DCLR heads have none); the first
+    Linear has no bias because the BatchNorm right after it would cancel one.
 
     Args:
         in_dim: channels C of the input.

@@ -2,7 +2,7 @@
 
 Everything works in one process (no torch.distributed) and under DDP. When a process group is
 initialised, keys are gathered from all ranks before they are enqueued, so every rank holds the
-same queue and the negatives number the global batch (method spec), and the batch shuffle mixes
+same queue and the negatives number the global batch, and the batch shuffle mixes
 samples across ranks (MoCo's shuffle BN).
 """
 

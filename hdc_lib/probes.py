@@ -1,7 +1,7 @@
 """Toy-world probes: what a frozen backbone knows about each factor of the world, and where it looks.
 
 The toy world records every factor of every video (manifest.csv) and the moving object's mask in
-every frame (masks.npz), so the papers' claims become measurements (method-spec.md, "Toy-world
+every frame (masks.npz), so the papers' claims become measurements (docs/methods.md, "Toy-world
 probes"):
 
 - action (motion) accuracy: a linear probe fitted on the (scene-biased) train split, tested on the

@@ -1,4 +1,4 @@
-"""HDC's three views of a video (method-spec "Views"; our reading of the HDC abstract).
+"""HDC's three views of a video (docs/methods.md, "Views"; our reading of the HDC abstract).
 
 From two temporal windows a, b of one video and two spatial parameter sets theta1, theta2 drawn
 independently per sample:

@@ -50,8 +50,8 @@ class RandomClipSampler:
     the item (DCLR's official sampler: two different windows, which may overlap). When the video
     is shorter than the window, any frame can start it and the window loops.
 
-    `disjoint=True` (the coupled baseline and HDC, method-spec "Views": the windows overlap only
-    when the video is too short): when the K spans fit in the video one after another, the
+    `disjoint=True` (the coupled baseline and HDC; docs/methods.md, "Views": the windows overlap
+    only when the video is too short): when the K spans fit in the video one after another, the
     windows are laid out without overlap, uniformly over all such layouts and in a random order;
     otherwise the rule above applies.
 

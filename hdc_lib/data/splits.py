@@ -26,9 +26,10 @@ from pathlib import Path, PurePosixPath
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
 
-# Official sizes (train, test) of each fold, for `check_counts`. UCF101 split 1 is the data spec's;
-# folds 2 and 3 are the commonly cited sizes (each sums to 13,320), not yet checked against the
-# official list files; HMDB51 is 70 train / 30 test videos in each of 51 classes in every fold.
+# Official sizes (train, test) of each fold, for `check_counts` (docs/data.md, "UCF101"). UCF101
+# split 1 is the official one; folds 2 and 3 are the commonly cited sizes (each sums to 13,320),
+# not yet checked against the official list files; HMDB51 is 70 train / 30 test videos in each of
+# 51 classes in every fold.
 OFFICIAL_COUNTS = {
     "ucf101": {1: (9537, 3783), 2: (9586, 3734), 3: (9624, 3696)},
     "hmdb51": {1: (3570, 1530), 2: (3570, 1530), 3: (3570, 1530)},

@@ -1,8 +1,8 @@
 """The toy world: a small action dataset, rendered deterministically, in which the papers' notions
 (motion vs appearance, scene bias, where the moving object is) can be seen and measured.
 
-Not from either paper: the project ships no data, so it makes its own (data-spec.md, "The
-embedded default"). A video is one foreground object (a scikit-learn digit, scaled up, in a random
+Not from either paper: the project ships no data, so it makes its own (docs/data.md, "The
+toy world"). A video is one foreground object (a scikit-learn digit, scaled up, in a random
 bright colour, alpha-blended) moving over a crop of a real photograph that scikit-image ships
 (offline), seen by a slightly panning camera. Its factors:
 
@@ -28,7 +28,7 @@ On disk (the UCF101 layout, so the UCF101 reader reads it unchanged):
 
 Everything is a pure function of the `ToyWorld` arguments: `draw_factors` draws the factor table
 (cheap, no pixels), `render_video` turns one row into frames and a mask (numpy, vectorised over
-frames). `calibrate` checks that the world is learnable and biased (data-spec.md, "Calibration").
+frames). `calibrate` checks that the world is learnable and biased (docs/data.md, "Calibration").
 """
 from __future__ import annotations
 
@@ -62,14 +62,14 @@ FPS = 25
 ACTIONS = ("anticlockwise", "clockwise", "down", "grow", "left", "right", "shrink", "up")
 REVERSE = {"anticlockwise": "clockwise", "clockwise": "anticlockwise", "down": "up", "up": "down",
            "grow": "shrink", "shrink": "grow", "left": "right", "right": "left"}
-# Scene i is the home scene of action i. Photographs that load offline (env-facts.md section 6).
+# Scene i is the home scene of action i. Photographs scikit-image ships: they load offline.
 SCENES = ("astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry",
           "hubble_deep_field", "coins")
 NUM_OBJECTS = 10  # the ten digit classes
 
 # Geometry, in pixels of a 64-pixel frame (scaled with `size`), calibrated (see `calibrate`) so that
 # motion survives the training clips (8 frames at stride 2, random resized crops to 32x32): objects
-# that crops rarely cut out and enough displacement per clip (toyworld-findings.md, "What failed");
+# that crops rarely cut out and enough displacement per clip (docs/data.md, "An earlier prototype");
 # yet not so large, fast and opaque that motion is trivially easy and the scene shortcut vanishes
 # (27 px, 1.2-1.6 px/frame, gain 1.5: shortcut cost 10 points; these values: 28).
 OBJECT_SIDE = 24.0           # side of the digit's 8x8 box at scale 1
@@ -478,7 +478,7 @@ def calibrate(*, epochs: int = 40, batch_size: int = 64, lr: float = 2e-3,
               weight_decay: float = 0.05, clip_frames: int = 8, clip_stride: int = 2,
               crop_size: int = 32, crop_scale: tuple[float, float] = (0.5, 1.0),
               progress: bool = True, **world_args) -> dict:
-    """Train the supervised tiny net three times and measure the data-spec's three requirements.
+    """Train the supervised tiny net three times: the three checks of docs/data.md, "Calibration".
 
     Worlds `ToyWorld(**world_args)` (biased, its `bias`) and the same with bias=0 (unbiased); they
     share every draw but the train scenes, so the test split (scenes uniform) is one and the same.
@@ -489,7 +489,7 @@ def calibrate(*, epochs: int = 40, batch_size: int = 64, lr: float = 2e-3,
     the middle window of each test video, whole frame resized to `crop_size`.
 
     Returns accuracies on the test split:
-      unbiased      trained on the unbiased world: is motion learnable? (spec: >= 0.85)
+      unbiased      trained on the unbiased world: is motion learnable? (required: >= 0.85)
       biased        trained on the biased world: the shortcut's cost is unbiased - biased (>= 0.15)
       single_frame  trained and tested on one frame repeated (unbiased world): near chance; even
                     a probe that always named the right time-reversed pair would get only 1/2, as
