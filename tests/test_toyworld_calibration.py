@@ -12,7 +12,7 @@ pair would give).
 """
 import pytest
 
-from hdc_lib.data.toyworld import calibrate
+from hdc_lib.supervised import calibrate
 
 
 @pytest.mark.slow
