@@ -55,6 +55,9 @@ class ContrastConfig(ClipModelConfig):
     hidden_dim: int | None = None  # projection hidden width; None = the tapped stage's channels
     temperature: float = 0.1
     speed_strides: tuple[int, ...] = ()  # temporal augmentation: each window draws its stride here
+    # How far apart the two windows start: None = disjoint (docs/methods.md, "Views"); (lo, hi) =
+    # a start offset of lo..hi frames, so the windows overlap and differ by a little motion.
+    window_offset: tuple[int, int] | None = None
     queue_size: int = 0           # 0: in-batch negatives; > 0: MoCo queue + momentum encoder
     momentum: float = 0.999       # EMA of the momentum encoder
 
@@ -91,10 +94,13 @@ class ContrastiveMethod(nn.Module):
 
     # -- what the data layer must deliver ------------------------------------------------------
     def clip_request(self) -> dict:
-        """Clips per video, frames per clip and stride that the data sampler must deliver; the two
-        windows overlap only when the video is too short to hold both (docs/methods.md, "Views")."""
+        """Clips per video, frames per clip and stride that the data sampler must deliver: by
+        default two windows that overlap only when the video is too short to hold both
+        (docs/methods.md, "Views"); with `window_offset`, two windows that many frames apart."""
         stride = tuple(self.cfg.speed_strides) or self.cfg.clip_stride
-        return {"num_clips": 2, "num_frames": self.cfg.clip_frames, "stride": stride, "disjoint": True}
+        placement = ({"disjoint": True} if self.cfg.window_offset is None
+                     else {"offset": tuple(self.cfg.window_offset)})
+        return {"num_clips": 2, "num_frames": self.cfg.clip_frames, "stride": stride, **placement}
 
     @property
     def backbone(self) -> nn.Module:

@@ -4,6 +4,11 @@ One projection head on the last stage. The positive pair is two clips of the sam
 in both time (two windows a, b) and appearance (independent augmentations theta2, theta1): the
 views (v2, v3) of docs/methods.md, "Coupled baseline". Loss = InfoNCE, symmetrised over the
 two views.
+
+`extra_hard_negatives` gives the baseline the temporal hard negatives HDC's temporal contrast can
+have, built the same way: clip a with its frames reversed or shuffled, a hard negative of both
+directions, each row against its own (as HDC's are made from v1). It is the control that tells a
+gain of decoupling from a gain of the hard negatives themselves.
 """
 from __future__ import annotations
 
@@ -11,12 +16,20 @@ from dataclasses import dataclass
 
 import torch
 
+from hdc_lib.augment import TEMPORAL_NEGATIVES, reordered
 from hdc_lib.contrastive import ContrastConfig, ContrastiveMethod
 
 
 @dataclass
 class CoupledConfig(ContrastConfig):
     level: str = "layer4"   # the stage the single head sits on
+    extra_hard_negatives: tuple[str, ...] = ()  # the positive "shuffled" and/or "reversed"
+
+    def __post_init__(self):
+        super().__post_init__()
+        bad = sorted(set(self.extra_hard_negatives) - set(TEMPORAL_NEGATIVES))
+        if bad:
+            raise ValueError(f"extra_hard_negatives: {bad[0]!r} is not one of {list(TEMPORAL_NEGATIVES)}")
 
 
 class Coupled(ContrastiveMethod):
@@ -31,22 +44,29 @@ class Coupled(ContrastiveMethod):
         """
         views, _ = self.augment(windows.flatten(0, 1), generator=generator)
         views = views.unflatten(0, (windows.shape[0], 2))
-        return {"a": views[:, 0], "b": views[:, 1]}
+        views = {"a": views[:, 0], "b": views[:, 1]}
+        for how in self.cfg.extra_hard_negatives:
+            views[how] = reordered(views["a"], how, generator)
+        return views
 
     def forward(self, views: dict) -> tuple[torch.Tensor, dict]:
         batch = views["a"].shape[0]
-        both = torch.cat([views["a"], views["b"]])
-        z_a, z_b = self.encode(both, ("clip",))["clip"].split(batch)
+        names = ["a", "b", *self.cfg.extra_hard_negatives]
+        clips = torch.cat([views[n] for n in names])
+        z = dict(zip(names, self.encode(clips, ("clip",))["clip"].split(batch)))
         self.update_momentum_encoder()
         if self.momentum_encoder is None:
-            k_a, k_b = z_a, z_b
+            k = z
         else:
             with torch.no_grad():
-                k_a, k_b = self.encode(both, ("clip",), momentum=True)["clip"].split(batch)
+                k = dict(zip(names, self.encode(clips, ("clip",), momentum=True)["clip"].split(batch)))
+        hard = (torch.stack([k[how] for how in self.cfg.extra_hard_negatives], dim=1)
+                if self.cfg.extra_hard_negatives else None)
         logs: dict = {}
         # L = 1/2 [ InfoNCE(z_a, k_b) + InfoNCE(z_b, k_a) ]
-        loss = self.contrast("clip", [(z_a, k_b), (z_b, k_a)], logs, queue="clip")
+        loss = self.contrast("clip", [(z["a"], k["b"]), (z["b"], k["a"])], logs, queue="clip",
+                             hard_negatives=hard)
         if self.queue is not None:
-            self.queue.enqueue(clip=k_b)
+            self.queue.enqueue(clip=k["b"])
         logs["loss/total"] = loss.detach()
         return loss, logs

@@ -27,12 +27,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from hdc_lib.augment import reverse_frames, shuffle_frames
+from hdc_lib.augment import TEMPORAL_NEGATIVES, reordered
 from hdc_lib.contrastive import ContrastConfig, ContrastiveMethod, mean_across_ranks, positive_cosine
 from hdc_lib.views import hdc_views
 
 SUBTASKS = ("spatial", "temporal")
-EXTRA_HARD_NEGATIVES = ("shuffled", "reversed")
+EXTRA_HARD_NEGATIVES = TEMPORAL_NEGATIVES
 
 
 @dataclass
@@ -81,10 +81,8 @@ class HDC(ContrastiveMethod):
         """windows uint8 (B, 2, T, H, W, C) -> v1, v2, v3 and the optional temporal hard negatives."""
         views = hdc_views(windows, self.augment, generator=generator)
         views = {name: views[name] for name in ("v1", "v2", "v3")}
-        if "shuffled" in self.cfg.extra_hard_negatives:
-            views["shuffled"] = shuffle_frames(views["v1"], generator=generator)
-        if "reversed" in self.cfg.extra_hard_negatives:
-            views["reversed"] = reverse_frames(views["v1"])
+        for how in self.cfg.extra_hard_negatives:
+            views[how] = reordered(views["v1"], how, generator)
         return views
 
     def _needed_views(self) -> list[str]:
