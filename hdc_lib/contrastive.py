@@ -2,15 +2,23 @@
 momentum (EMA) encoder with key queues, and one `contrast` call that computes an InfoNCE term and
 logs it.
 
-Negatives come from the batch by default. With `queue_size > 0` the method becomes MoCo-style:
-keys come from a momentum copy of the encoder, negatives from a queue of past keys (and, under
-DDP, the queue receives every rank's keys). In-batch mode under DDP gathers the keys of all ranks
-(with gradient for the local part) so the number of negatives is the global batch.
+Negatives come from the batch by default (`negatives="batch"`): keys come from the online encoder,
+and under DDP the keys of all ranks are gathered (with gradient for the local part) so the number
+of negatives is the global batch. With `queue_size > 0` the method becomes MoCo-style: keys come
+from a momentum copy of the encoder, negatives from a queue of past keys (under DDP the queue
+receives every rank's keys). `negatives="queue"` is MoCo v2 exactly: row i contrasts its own key
+with the queue only; `"both"` adds the batch's other keys as further negatives.
+
+`shuffle_bn_groups = G > 0` runs the momentum encoder's key pass with shuffle BN (moco.py): a
+permutation of the global batch in G groups with their own BatchNorm statistics, so a key is not
+normalised over the same videos as its own query; 0 runs it on each rank's whole batch at once.
 """
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -22,7 +30,7 @@ from hdc_lib.augment import AugmentConfig, SpatialAugment
 from hdc_lib.backbones import build_backbone
 from hdc_lib.heads import ProjectionHead
 from hdc_lib.losses import contrastive_accuracy, info_nce_from_logits
-from hdc_lib.moco import KeyQueue, ema_update_
+from hdc_lib.moco import KeyQueue, ema_update_, shuffle_bn_forward
 
 
 @dataclass
@@ -60,6 +68,10 @@ class ContrastConfig(ClipModelConfig):
     window_offset: tuple[int, int] | None = None
     queue_size: int = 0           # 0: in-batch negatives; > 0: MoCo queue + momentum encoder
     momentum: float = 0.999       # EMA of the momentum encoder
+    # Columns of row i besides its positive: "batch" = the batch's other keys (needs no queue),
+    # "queue" = the queue only (MoCo v2), "both" = both. None: "queue" with a queue, else "batch".
+    negatives: Literal["queue", "batch", "both"] | None = None
+    shuffle_bn_groups: int = 0    # key pass in this many shuffled BatchNorm groups; 0 = one pass
 
     def __post_init__(self):
         super().__post_init__()
@@ -67,6 +79,18 @@ class ContrastConfig(ClipModelConfig):
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.queue_size < 0 or not 0.0 <= self.momentum < 1.0:
             raise ValueError("queue_size must be >= 0 and momentum in [0, 1)")
+        if self.negatives is None:
+            self.negatives = "queue" if self.queue_size else "batch"
+        if self.negatives == "batch" and self.queue_size:
+            raise ValueError(f"negatives='batch' reads no queue, but queue_size={self.queue_size}: "
+                             "use negatives 'queue' or 'both', or queue_size=0")
+        if self.negatives != "batch" and not self.queue_size:
+            raise ValueError(f"negatives={self.negatives!r} needs a queue: set queue_size > 0")
+        if self.shuffle_bn_groups < 0:
+            raise ValueError(f"shuffle_bn_groups must be >= 0, got {self.shuffle_bn_groups}")
+        if self.shuffle_bn_groups and not self.queue_size:
+            raise ValueError("shuffle_bn_groups shuffles the momentum encoder's key pass, which only "
+                             "a queue has: set queue_size > 0 or shuffle_bn_groups=0")
 
 
 class ContrastiveMethod(nn.Module):
@@ -119,6 +143,15 @@ class ContrastiveMethod(nn.Module):
         return {name: encoder["heads"][name](maps[self.head_stages[name]]) for name in heads}
 
     @torch.no_grad()
+    def momentum_keys(self, encode: Callable[..., dict], *clips: torch.Tensor) -> dict:
+        """`encode(*clips)` -> {name: (B, ...)}, the method's key pass by the momentum encoder, run
+        with shuffle BN when `shuffle_bn_groups` > 0 (each clip (B, ...) is one view of the B
+        videos; see `moco.shuffle_bn_forward`), else on the whole batch at once. No gradient."""
+        if self.cfg.shuffle_bn_groups:
+            return shuffle_bn_forward(encode, clips, self.cfg.shuffle_bn_groups)
+        return encode(*clips)
+
+    @torch.no_grad()
     def update_momentum_encoder(self) -> None:
         """EMA step theta_k <- m theta_k + (1 - m) theta_q; a no-op in in-batch mode."""
         if self.momentum_encoder is not None:
@@ -130,11 +163,15 @@ class ContrastiveMethod(nn.Module):
                  extra_positives: torch.Tensor | None = None) -> torch.Tensor:
         """InfoNCE of each (query (B, D), positive key (B, D)) pair, averaged, logged under `name`.
 
-        Logits of row i: [q_i . k_j for every key j of the (global) batch] ++ [q_i . queue] ++
-        [q_i . h_i,m for the row's own hard negatives h_i (B, M, D)], all divided by tau.
+        Logits of row i, all divided by tau, by `negatives`:
+          "batch": [q_i . k_j for every key j of the (global) batch]
+          "queue": [q_i . k_i] ++ [q_i . queue]                      (MoCo v2)
+          "both":  [q_i . k_j for every key j of the (global) batch] ++ [q_i . queue]
+        then ++ [q_i . h_i,m for the row's own hard negatives h_i (B, M, D)] in every mode.
         `extra_positives` (B, queue size) bool marks queue entries that also count as positives
         (DCLR's cross-video search); a row's loss is then -log of its summed positive probability.
-        A symmetrised loss passes both directions, [(z_a, k_b), (z_b, k_a)].
+        A symmetrised loss passes both directions, [(z_a, k_b), (z_b, k_a)]. `queue` names the
+        queue the pairs read; in-batch methods (no queue) ignore it.
         """
         terms = [self._info_nce(q, k, queue, hard_negatives, extra_positives) for q, k in pairs]
         loss = torch.stack([t[0] for t in terms]).mean()
@@ -146,14 +183,21 @@ class ContrastiveMethod(nn.Module):
 
     def _info_nce(self, query, key, queue, hard_negatives, extra_positives):
         query, key = F.normalize(query, dim=1), F.normalize(key, dim=1)
-        keys, first = gather_keys(key)
-        rows = torch.arange(query.shape[0], device=query.device)
-        columns = [query @ keys.t()]
-        positive = torch.zeros_like(columns[0], dtype=torch.bool)
-        positive[rows, first + rows] = True
-        positives = [positive]
-        if queue is not None and self.queue is not None:
-            columns.append(query @ self.queue[queue].clone().detach().t())
+        if queue is None and self.queue is not None:
+            raise ValueError(f"contrastive.py: negatives={self.cfg.negatives!r} needs the name of the queue to read")
+        if self.cfg.negatives == "queue":
+            # MoCo v2: l_pos = q_i . k_i, the only key column of row i.
+            columns = [(query * key).sum(dim=1, keepdim=True)]
+            positives = [torch.ones_like(columns[0], dtype=torch.bool)]
+        else:
+            keys, first = gather_keys(key)
+            rows = torch.arange(query.shape[0], device=query.device)
+            columns = [query @ keys.t()]
+            positive = torch.zeros_like(columns[0], dtype=torch.bool)
+            positive[rows, first + rows] = True
+            positives = [positive]
+        if self.queue is not None:
+            columns.append(query @ self.queue[queue].detach().t())
             positives.append(extra_positives if extra_positives is not None
                              else torch.zeros_like(columns[-1], dtype=torch.bool))
         if hard_negatives is not None:

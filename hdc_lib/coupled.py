@@ -13,6 +13,7 @@ gain of decoupling from a gain of the hard negatives themselves.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -50,16 +51,10 @@ class Coupled(ContrastiveMethod):
         return views
 
     def forward(self, views: dict) -> tuple[torch.Tensor, dict]:
-        batch = views["a"].shape[0]
-        names = ["a", "b", *self.cfg.extra_hard_negatives]
-        clips = torch.cat([views[n] for n in names])
-        z = dict(zip(names, self.encode(clips, ("clip",))["clip"].split(batch)))
+        clips = [views[n] for n in self._clip_names()]
+        z = self._embed(*clips)
         self.update_momentum_encoder()
-        if self.momentum_encoder is None:
-            k = z
-        else:
-            with torch.no_grad():
-                k = dict(zip(names, self.encode(clips, ("clip",), momentum=True)["clip"].split(batch)))
+        k = z if self.momentum_encoder is None else self.momentum_keys(partial(self._embed, momentum=True), *clips)
         hard = (torch.stack([k[how] for how in self.cfg.extra_hard_negatives], dim=1)
                 if self.cfg.extra_hard_negatives else None)
         logs: dict = {}
@@ -70,3 +65,11 @@ class Coupled(ContrastiveMethod):
             self.queue.enqueue(clip=k["b"])
         logs["loss/total"] = loss.detach()
         return loss, logs
+
+    def _clip_names(self) -> list[str]:
+        return ["a", "b", *self.cfg.extra_hard_negatives]
+
+    def _embed(self, *clips: torch.Tensor, momentum: bool = False) -> dict:
+        """{clip name: embedding (B, D)} of clips a, b (and the hard negatives), in one backbone pass."""
+        z = self.encode(torch.cat(clips), ("clip",), momentum)["clip"]
+        return dict(zip(self._clip_names(), z.split(clips[0].shape[0])))

@@ -18,10 +18,10 @@ What the official code (github.com/Mark12Ding/DCLR) does, with its bugs fixed (d
 6. Activation alignment, **our reading** of the figure's "A_s + A_d = A_v" (the official term cannot
    run): L_align = mean_p (Â_v(p) - Â_{s+d}(p))^2, maps normalised to sum 1, with gradient, weight 0.1.
 
-Fixed relative to the official code: maps and keys are computed in the same (shuffled) key pass,
-so they can never be misaligned; no sizes are hard-coded; the search uses the static/dynamic key
-queues themselves (the official code keeps two extra queues that hold the same embeddings, taken
-one EMA step earlier).
+Fixed relative to the official code: maps and keys are computed in the same key pass (with shuffle
+BN when `shuffle_bn_groups` > 0), so they can never be misaligned; no sizes are hard-coded; the
+search uses the static/dynamic key queues themselves (the official code keeps two extra queues
+that hold the same embeddings, taken one EMA step earlier).
 """
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 
 from hdc_lib.contrastive import ContrastConfig, ContrastiveMethod
-from hdc_lib.moco import batch_shuffle, batch_unshuffle
 
 HEADS = ("vv", "vs", "vd", "sv", "dv")
 # (query head, key head): the five contrasts of the loss, in the official order.
@@ -144,18 +143,17 @@ class DCLR(ContrastiveMethod):
                 "vd": heads["vd"](activation_pool(f_v, a_d)), "sv": heads["sv"](f_s),
                 "dv": heads["dv"](f_d)}
 
-    @torch.no_grad()
     def _keys(self, v, s, d) -> dict:
-        """Key embeddings of clip 2 by the momentum encoder, shuffled across the batch (and ranks).
+        """Key embeddings of clip 2 by the momentum encoder (with shuffle BN when configured).
 
-        The maps are computed inside the same shuffled pass as the features they pool, so a key's
-        F_s(v), F_d(v) always use that key's own maps (the official code pairs them wrongly).
+        The maps are computed inside the same pass as the features they pool, so a key's F_s(v),
+        F_d(v) always use that key's own maps (the official code pairs them wrongly).
         """
-        stacked, restore = batch_shuffle(torch.stack([v, s, d], dim=1))
-        f_v, f_s, f_d = self._modes(self.momentum_encoder, *stacked.unbind(1))
-        keys = self._embed(self.momentum_encoder, f_v, f_s, f_d,
-                           activation_map(f_s), activation_map(f_d))
-        return {name: batch_unshuffle(z, restore) for name, z in keys.items()}
+        def encode(v, s, d):
+            f_v, f_s, f_d = self._modes(self.momentum_encoder, v, s, d)
+            return self._embed(self.momentum_encoder, f_v, f_s, f_d, activation_map(f_s), activation_map(f_d))
+
+        return self.momentum_keys(encode, v, s, d)
 
     def forward(self, views: dict) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg

@@ -138,6 +138,10 @@ def run_config_from_dict(raw: dict) -> RunConfig:
     if queue and queue % cfg.train.batch_size:
         raise ConfigError(f"model.queue_size={queue} must be a multiple of the global batch "
                           f"train.batch_size={cfg.train.batch_size} (the queue advances a batch at a time)")
+    groups = getattr(cfg.model, "shuffle_bn_groups", 0)
+    if groups and cfg.train.batch_size % groups:
+        raise ConfigError(f"model.shuffle_bn_groups={groups} must divide the global batch "
+                          f"train.batch_size={cfg.train.batch_size} (the key pass runs in equal groups)")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"optim.lr must be > 0, got {cfg.optim.lr}")
     return cfg

@@ -95,21 +95,24 @@ class HDC(ContrastiveMethod):
         return [v for v in ("v1", "v2", "v3", *EXTRA_HARD_NEGATIVES) if v in needed]
 
     def _encode_views(self, views: dict, momentum: bool) -> dict:
-        """{term: {view: embedding}} from one backbone pass over every needed view."""
+        """{term: {view: embedding}} from one backbone pass over every needed view (for the
+        momentum encoder: with shuffle BN when configured, see `momentum_keys`)."""
         names = self._needed_views()
-        batch = views["v1"].shape[0]
-        embeddings = self.encode(torch.cat([views[v] for v in names]), tuple(self.terms), momentum)
-        return {term: dict(zip(names, z.split(batch))) for term, z in embeddings.items()}
+
+        def encode(*clips: torch.Tensor) -> dict:
+            embeddings = self.encode(torch.cat(clips), tuple(self.terms), momentum)
+            return {(term, view): part for term, z in embeddings.items()
+                    for view, part in zip(names, z.split(clips[0].shape[0]))}
+
+        clips = [views[v] for v in names]
+        flat = self.momentum_keys(encode, *clips) if momentum else encode(*clips)
+        return {term: {view: flat[term, view] for view in names} for term in self.terms}
 
     def forward(self, views: dict) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
         z = self._encode_views(views, momentum=False)
         self.update_momentum_encoder()
-        if self.momentum_encoder is None:
-            k = z
-        else:
-            with torch.no_grad():
-                k = self._encode_views(views, momentum=True)
+        k = z if self.momentum_encoder is None else self._encode_views(views, momentum=True)
         logs: dict = {}
         losses, invariances = [], []
         for term in self.terms:

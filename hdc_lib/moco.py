@@ -4,9 +4,19 @@ Everything works in one process (no torch.distributed) and under DDP. When a pro
 initialised, keys are gathered from all ranks before they are enqueued, so every rank holds the
 same queue and the negatives number the global batch, and the batch shuffle mixes
 samples across ranks (MoCo's shuffle BN).
+
+Shuffle BN (``shuffle_bn_forward``): a BatchNorm layer normalises each sample with statistics of
+the whole sub-batch it runs in. If a query and its positive key were normalised over the same
+sub-batch, the pair would share those statistics, a shortcut that tells the positive from keys
+normalised elsewhere (MoCo, section 3.3). The key pass therefore runs on a random permutation of
+the global batch cut into G groups, each with its own statistics, so which videos share a key's
+statistics is random. Under DDP the groups are spread over the ranks (G = world size is MoCo's
+own set-up); in one process the G groups run one after another, which is what G ranks would
+compute, so the keys' statistics do not depend on how many GPUs a run has (the query pass still
+normalises over each rank's whole batch).
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -62,6 +72,32 @@ def batch_unshuffle(tensor: torch.Tensor, restore_index: torch.Tensor) -> torch.
     """Put outputs (B, ...) computed on a ``batch_shuffle``d batch back in this rank's original order."""
     world_size, rank = _world()
     return gather_from_all_ranks(tensor)[restore_index.view(world_size, -1)[rank]]
+
+
+@torch.no_grad()
+def shuffle_bn_forward(encode: Callable[..., dict], tensors: Sequence[torch.Tensor], groups: int) -> dict:
+    """``encode(*tensors)`` with shuffle BN: on a permutation of the global batch, in ``groups``
+    sub-batches that each get their own BatchNorm statistics. No gradient.
+
+    tensors: (B, ...) each, one row per video of this rank, e.g. one tensor per clip of a video
+    (a video's clips stay together, as they would on one rank). encode:
+    the clips of n videos -> {name: (n, ...)}, one output row per video; it is called once per
+    group, so each call's BatchNorm (train mode, as MoCo's key encoder) sees only that group.
+    Returns {name: (B, ...)} in this rank's original order. ``groups`` counts the groups of the
+    global batch: a multiple of the world size (each rank runs groups / world_size of them) that
+    divides the global batch.
+    """
+    world_size, _ = _world()
+    if groups < 1 or groups % world_size:
+        raise ValueError(f"moco.py: shuffle_bn_groups={groups} must be a positive multiple of the {world_size} ranks")
+    *shuffled, restore = batch_shuffle(*tensors)
+    local_groups = groups // world_size
+    videos = shuffled[0].shape[0]
+    if videos % local_groups:
+        raise ValueError(f"moco.py: shuffle_bn_groups={groups} does not divide the global batch {videos * world_size}")
+    size = videos // local_groups
+    outputs = [encode(*(t[start : start + size] for t in shuffled)) for start in range(0, videos, size)]
+    return {name: batch_unshuffle(torch.cat([out[name] for out in outputs]), restore) for name in outputs[0]}
 
 
 @torch.no_grad()

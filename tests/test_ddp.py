@@ -1,5 +1,5 @@
-"""Two CPU processes under torchrun (gloo): the same script trains, ranks stay in sync, and the
-contrastive loss is the loss over the global batch."""
+"""Two CPU processes under torchrun (gloo): the same script trains, ranks stay in sync, the
+contrastive loss is the loss over the global batch, and shuffle BN's groups span the ranks."""
 import json
 import os
 import subprocess
@@ -19,5 +19,6 @@ def test_two_process_training_stays_in_sync_over_the_global_batch(tiny_overrides
         capture_output=True, text=True, timeout=240, env=env, cwd=Path(__file__).resolve().parents[1])
     assert completed.returncode == 0, completed.stderr[-3000:]
     findings = json.loads(result.read_text())
-    assert findings == {"in_sync": True, "grad_match": True, "key_columns": 8, "world": 2}
+    assert findings == {"in_sync": True, "grad_match": True, "key_columns": 8, "shuffle_bn_match": True,
+                        "world": 2}
     assert (tmp_path / "run" / "final.pt").exists()

@@ -1,6 +1,8 @@
-"""The three methods: the shared contrast against naive maths, HDC's terms and weights, and every
-method on every backbone at two clip sizes, learning on a fixed batch."""
+"""The three methods: the shared contrast against naive maths in each negatives mode, shuffle BN's
+key pass against a loop over separately run groups, HDC's terms and weights, and every method on
+every backbone at two clip sizes, learning on a fixed batch."""
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -30,14 +32,16 @@ def build(name, **overrides):
 
 
 # -- the shared contrast -----------------------------------------------------------------------
-def naive_contrast(query, key, temperature, bank=None, hard=None, extra=None):
-    """-log(sum_pos exp(s/tau) / sum_all exp(s/tau)) row by row, in float64."""
+def naive_contrast(query, key, temperature, bank=None, hard=None, extra=None, in_batch=True):
+    """-log(sum_pos exp(s/tau) / sum_all exp(s/tau)) row by row, in float64. Row i's key columns:
+    every key of the batch when `in_batch`, else only its own (MoCo v2)."""
     query = F.normalize(query.double(), dim=1)
     key = F.normalize(key.double(), dim=1)
     total = 0.0
     for i in range(query.shape[0]):
-        sims = [float(query[i] @ key[j]) for j in range(key.shape[0])]
-        positive = [j == i for j in range(key.shape[0])]
+        candidates = range(key.shape[0]) if in_batch else [i]
+        sims = [float(query[i] @ key[j]) for j in candidates]
+        positive = [j == i for j in candidates]
         if bank is not None:
             b = F.normalize(bank.double(), dim=1)
             sims += [float(query[i] @ b[m]) for m in range(b.shape[0])]
@@ -52,17 +56,136 @@ def naive_contrast(query, key, temperature, bank=None, hard=None, extra=None):
 
 
 @pytest.mark.parametrize("temperature", [0.07, 0.5])
-def test_contrast_matches_naive_loop_with_queue_hard_negatives_and_extra_positives(temperature):
-    model = build("coupled", queue_size=8, temperature=temperature)
+@pytest.mark.parametrize("negatives", ["queue", "both"])
+def test_contrast_matches_naive_loop_with_queue_hard_negatives_and_extra_positives(temperature, negatives):
+    model = build("coupled", queue_size=8, temperature=temperature, negatives=negatives)
     torch.manual_seed(0)
     model.queue.enqueue(clip=torch.randn(8, 128))
     q, k, hard = torch.randn(4, 128), torch.randn(4, 128), torch.randn(4, 2, 128)
     extra = torch.rand(4, 8) > 0.7
-    logs = {}
-    loss = model.contrast("t", [(q, k)], logs, queue="clip", hard_negatives=hard, extra_positives=extra)
-    expected = naive_contrast(q, k, temperature, model.queue["clip"], hard, extra)
-    assert loss.item() == pytest.approx(expected, rel=1e-5)
-    assert set(logs) == {"loss/t", "acc/t", "pos_sim/t", "neg_sim/t"}
+    for hard_negatives, extra_positives in ((None, None), (hard, None), (None, extra), (hard, extra)):
+        logs = {}
+        loss = model.contrast("t", [(q, k)], logs, queue="clip", hard_negatives=hard_negatives,
+                              extra_positives=extra_positives)
+        expected = naive_contrast(q, k, temperature, model.queue["clip"], hard_negatives, extra_positives,
+                                  in_batch=negatives == "both")
+        assert loss.item() == pytest.approx(expected, rel=1e-5)
+        assert set(logs) == {"loss/t", "acc/t", "pos_sim/t", "neg_sim/t"}
+
+
+@pytest.mark.parametrize("temperature", [0.07, 0.5])
+def test_in_batch_contrast_matches_naive_loop_with_hard_negatives(temperature):
+    model = build("coupled", temperature=temperature)
+    assert model.cfg.negatives == "batch" and model.queue is None
+    q, k, hard = torch.randn(5, 128), torch.randn(5, 128), torch.randn(5, 3, 128)
+    for hard_negatives in (None, hard):
+        loss = model.contrast("t", [(q, k)], {}, queue="clip", hard_negatives=hard_negatives)
+        assert loss.item() == pytest.approx(naive_contrast(q, k, temperature, hard=hard_negatives), rel=1e-5)
+
+
+def test_queue_only_negatives_ignore_the_other_keys_of_the_batch():
+    """MoCo v2: query 0's gradient (row 0 of the loss) does not see the other rows' keys; with
+    "both" it does."""
+    q, k = torch.randn(4, 128), torch.randn(4, 128)
+    moved = k.clone()
+    moved[1:] = q[:1]  # the other keys become copies of query 0
+    for negatives, other_keys_matter in (("queue", False), ("both", True)):
+        model = build("coupled", queue_size=8, negatives=negatives)
+        grads = []
+        for keys in (k, moved):
+            query = q.clone().requires_grad_()
+            model.contrast("t", [(query, keys)], {}, queue="clip").backward()
+            grads.append(query.grad[0])
+        assert (not torch.allclose(*grads)) == other_keys_matter
+
+
+def test_negatives_and_shuffle_bn_follow_the_queue():
+    assert build("coupled").cfg.negatives == "batch"
+    assert build("coupled", queue_size=8).cfg.negatives == "queue"
+    for bad, message in (({"negatives": "queue"}, "needs a queue"),
+                         ({"negatives": "both"}, "needs a queue"),
+                         ({"queue_size": 8, "negatives": "batch"}, "reads no queue"),
+                         ({"shuffle_bn_groups": 2}, "only a queue has"),
+                         ({"queue_size": 8, "shuffle_bn_groups": -1}, ">= 0")):
+        with pytest.raises(ValueError, match=message):
+            build("dclr", **bad)
+
+
+def test_a_preset_batch_that_the_shuffle_groups_do_not_divide_is_a_config_error():
+    from hdc_lib.config import ConfigError
+    from hdc_lib.experiment import load_config
+
+    with pytest.raises(ConfigError, match="shuffle_bn_groups=8 must divide"):
+        load_config("configs/ucf101/hdc_r2plus1d.yaml", ["train.batch_size=4"])
+    assert load_config("configs/ucf101/hdc_r2plus1d.yaml", ["train.batch_size=16"]).model.shuffle_bn_groups == 8
+
+
+# -- shuffle BN ----------------------------------------------------------------------------------
+def key_pass(model, views):
+    """The method's momentum-encoder key pass, flattened to {name: (B, D)}."""
+    if isinstance(model, Coupled):
+        return model.momentum_keys(partial(model._embed, momentum=True), views["a"], views["b"])
+    if isinstance(model, HDC):
+        nested = model._encode_views(views, momentum=True)
+        return {f"{term}/{view}": z for term, by_view in nested.items() for view, z in by_view.items()}
+    return model._keys(views["v2"], views["s2"], views["d2"])
+
+
+def subset(views, index):
+    return {name: v[index] for name, v in views.items()}
+
+
+@pytest.mark.parametrize("name", ["coupled", "hdc", "dclr"])
+def test_shuffle_bn_keys_equal_a_loop_over_separately_normalised_groups(name):
+    """Keys with G groups = the plain key pass run on each group of the permutation alone."""
+    model = build(name, queue_size=16, shuffle_bn_groups=4, levels=["layer3", "layer4"]) if name == "hdc" else \
+        build(name, queue_size=16, shuffle_bn_groups=4)
+    views = model.make_views(windows_for(model, batch=8), torch.Generator().manual_seed(0))
+    torch.manual_seed(7)
+    keys = key_pass(model, views)
+    torch.manual_seed(7)
+    permutation = torch.randperm(8)  # the draw the shuffle made
+    model.cfg.shuffle_bn_groups = 0
+    expected = {n: torch.empty_like(z) for n, z in keys.items()}
+    for group in permutation.view(4, 2):
+        for n, z in key_pass(model, subset(views, group)).items():
+            expected[n][group] = z
+    whole_batch = key_pass(model, views)
+    for n in keys:
+        torch.testing.assert_close(keys[n], expected[n], atol=1e-5, rtol=1e-4)
+        # The groups' statistics differ from the whole batch's: the grouping is not a no-op.
+        assert not torch.allclose(keys[n], whole_batch[n], atol=1e-3)
+
+
+def test_with_shuffle_bn_a_key_depends_only_on_the_videos_of_its_group():
+    """The leak, measured: perturbing one video's clips moves every key of a whole-batch key pass
+    (BatchNorm shares statistics over the batch, the query's batch included), but with shuffle BN
+    only the keys of the videos in that video's random group, and which videos those are changes
+    with the permutation."""
+    model = build("coupled", queue_size=16, shuffle_bn_groups=4)
+    views = model.make_views(windows_for(model, batch=8), torch.Generator().manual_seed(0))
+    perturbed = {n: v.clone() for n, v in views.items()}
+    perturbed["a"][3] += 0.5 * torch.randn_like(perturbed["a"][3])
+    perturbed["b"][3] += 0.5 * torch.randn_like(perturbed["b"][3])
+
+    def changed_keys(seed):
+        torch.manual_seed(seed)
+        before = key_pass(model, views)["b"]
+        torch.manual_seed(seed)
+        after = key_pass(model, perturbed)["b"]
+        return {i for i in range(8) if not torch.allclose(before[i], after[i], atol=1e-6)}
+
+    group_mates = []
+    for seed in range(4):
+        changed = changed_keys(seed)
+        torch.manual_seed(seed)
+        groups = torch.randperm(8).view(4, 2)
+        own_group = next(set(g.tolist()) for g in groups if 3 in g)
+        assert changed == own_group, (seed, changed, own_group)
+        group_mates.append(own_group - {3})
+    assert len({frozenset(m) for m in group_mates}) > 1, "the permutation must change between steps"
+    model.cfg.shuffle_bn_groups = 0
+    assert changed_keys(0) == set(range(8))
 
 
 def test_symmetric_contrast_is_the_mean_of_both_directions():
@@ -174,11 +297,13 @@ def test_every_method_runs_on_every_backbone_at_two_clip_sizes(name, backbone):
         assert "loss/total" in logs
 
 
+# A fixed batch refills the queue with its own videos, so with queue-only negatives their older
+# keys would be negatives of themselves: the queue case keeps the in-batch negatives ("both").
 @pytest.mark.parametrize("name", ["coupled", "hdc", "dclr"])
-@pytest.mark.parametrize("queue_size", [0, 8])
-def test_a_few_steps_on_a_fixed_batch_lower_the_loss(name, queue_size):
+@pytest.mark.parametrize("queue", [{"queue_size": 0}, {"queue_size": 8, "negatives": "both", "shuffle_bn_groups": 2}])
+def test_a_few_steps_on_a_fixed_batch_lower_the_loss(name, queue):
     torch.manual_seed(0)
-    model = build(name, queue_size=queue_size, momentum=0.9)
+    model = build(name, momentum=0.9, **queue)
     views = model.make_views(windows_for(model, batch=4), torch.Generator().manual_seed(0))
     optimiser = torch.optim.AdamW(model.trainable_parameters(), lr=3e-3)
     losses = []
@@ -189,6 +314,24 @@ def test_a_few_steps_on_a_fixed_batch_lower_the_loss(name, queue_size):
         optimiser.step()
         losses.append(logs["loss/total"].item())
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
+
+
+@pytest.mark.parametrize("name", ["coupled", "hdc", "dclr"])
+def test_moco_v2_steps_with_shuffle_bn_train_the_online_encoder_and_fill_the_queue(name):
+    model = build(name, queue_size=8, shuffle_bn_groups=2, momentum=0.9)
+    assert model.cfg.negatives == "queue"
+    optimiser = torch.optim.AdamW(model.trainable_parameters(), lr=3e-3)
+    key_weights = [p.clone() for p in model.momentum_encoder.parameters()]
+    for step in range(3):  # the third step reads a full queue (DCLR: with cross-video positives)
+        views = model.make_views(windows_for(model, batch=4, seed=step), torch.Generator().manual_seed(step))
+        loss, logs = model(views)
+        optimiser.zero_grad()
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.backbone.parameters())
+        optimiser.step()
+    assert model.queue.is_full and int(model.queue.pointer) == 4
+    assert all(not torch.equal(b, p) for b, p in zip(key_weights, model.momentum_encoder.parameters()))
 
 
 def test_momentum_encoder_follows_by_ema_and_is_not_trained():

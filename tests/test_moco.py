@@ -1,4 +1,5 @@
-"""MoCo machinery: queue FIFO and wrap-around, EMA maths, batch shuffle, and a 2-process gloo run."""
+"""MoCo machinery: queue FIFO and wrap-around, EMA maths, batch shuffle, shuffle BN against a loop
+over separately normalised groups, and a 2-process gloo run."""
 
 import time
 from datetime import timedelta
@@ -10,7 +11,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from hdc_lib.moco import KeyQueue, batch_shuffle, batch_unshuffle, ema_update_, gather_from_all_ranks
+from hdc_lib.moco import (KeyQueue, batch_shuffle, batch_unshuffle, ema_update_, gather_from_all_ranks,
+                          shuffle_bn_forward)
 
 
 def unit_rows(n, dim, offset=0):
@@ -94,6 +96,43 @@ def test_single_process_shuffle_round_trips():
     assert gather_from_all_ranks(x) is not x and torch.equal(gather_from_all_ranks(x), x)
 
 
+def bn_encoder():
+    """A key encoder whose outputs depend on its batch: Linear -> BatchNorm (train mode)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).train()
+
+
+def grouped_reference(encoder, clips, permutation, groups):
+    """The naive shuffle BN: each group of the permutation through the encoder on its own."""
+    out = torch.empty(clips[0].shape[0], 3)
+    for group in permutation.view(groups, -1):
+        out[group] = encoder(torch.cat([c[group] for c in clips])).view(len(clips), -1, 3).mean(0)
+    return out
+
+
+def test_shuffle_bn_forward_equals_separately_normalised_groups_of_a_permutation():
+    encoder = bn_encoder()
+    clips = [torch.randn(12, 4), torch.randn(12, 4)]  # two clips of each of 12 videos
+
+    def encode(a, b):
+        z = encoder(torch.cat([a, b]))
+        return {"mean": z.view(2, -1, 3).mean(0), "a": z[: a.shape[0]]}
+
+    for groups in (1, 3, 4):
+        torch.manual_seed(groups)
+        keys = shuffle_bn_forward(encode, clips, groups)
+        torch.manual_seed(groups)
+        permutation = torch.randperm(12)
+        torch.testing.assert_close(keys["mean"], grouped_reference(encoder, clips, permutation, groups))
+        assert keys["a"].shape == (12, 3)
+    whole = encode(*clips)["mean"]
+    assert not torch.allclose(keys["mean"], whole, atol=1e-3), "groups must change the statistics"
+    with pytest.raises(ValueError, match="does not divide the global batch 12"):
+        shuffle_bn_forward(encode, clips, 5)
+    with pytest.raises(ValueError, match="positive multiple"):
+        shuffle_bn_forward(encode, clips, 0)
+
+
 def _ddp_worker(rank, world_size, init_file):
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -118,6 +157,23 @@ def _ddp_worker(rank, world_size, init_file):
         assert torch.equal(restore_of_each_rank[0], restore_of_each_rank[1]), "ranks disagree on the permutation"
         assert torch.equal(gather_from_all_ranks(shuffled), everything[torch.argsort(restore)])
         assert torch.equal(batch_unshuffle(shuffled, restore), x)
+
+        # Shuffle BN across ranks: 4 groups over the global batch of 8, two on each rank. Each
+        # rank's keys equal the one-process loop over the groups of rank 0's permutation, and a
+        # rank's keys use statistics of the other rank's videos (its query's group is its rank).
+        encoder = bn_encoder()
+        torch.manual_seed(0)
+        videos = torch.randn(8, 4)
+        local = videos[4 * rank : 4 * rank + 4]
+        torch.manual_seed(100 + rank)  # ranks draw different permutations: rank 0's must win
+        keys = shuffle_bn_forward(lambda v: {"k": encoder(v)}, [local], groups=4)["k"]
+        torch.manual_seed(100)
+        permutation = torch.randperm(8)
+        expected = grouped_reference(encoder, [videos], permutation, groups=4)
+        torch.testing.assert_close(keys, expected[4 * rank : 4 * rank + 4])
+        assert not torch.allclose(keys, encoder(local), atol=1e-3), "keys normalised with the query's rank"
+        with pytest.raises(ValueError, match="multiple of the 2 ranks"):
+            shuffle_bn_forward(lambda v: {"k": encoder(v)}, [local], groups=3)
     finally:
         dist.destroy_process_group()
 
