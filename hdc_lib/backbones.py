@@ -19,6 +19,8 @@ from torch import nn
 from torchvision.models import video
 from torchvision.models.video.resnet import BasicBlock, Conv3DSimple
 
+from hdc_lib.config import ConfigError
+
 STAGE_NAMES = ("layer1", "layer2", "layer3", "layer4")
 TORCHVISION_BACKBONES = {"r3d_18": video.r3d_18, "r2plus1d_18": video.r2plus1d_18, "mc3_18": video.mc3_18}
 
@@ -81,7 +83,8 @@ def build_backbone(name: str, **kwargs) -> Backbone:
         return tiny_backbone(**kwargs)
     if name in TORCHVISION_BACKBONES:
         return torchvision_backbone(name, **kwargs)
-    raise ValueError(f"backbones.py: unknown backbone {name!r}; choose 'tiny' or one of {sorted(TORCHVISION_BACKBONES)}")
+    raise ConfigError(f"model.backbone: unknown backbone {name!r}; choose 'tiny' or one of "
+                      f"{sorted(TORCHVISION_BACKBONES)}", key="model.backbone")
 
 
 def torchvision_backbone(name: str) -> Backbone:

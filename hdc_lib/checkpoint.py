@@ -16,12 +16,14 @@ from pathlib import Path
 
 import torch
 
+from hdc_lib.errors import UserError
+
 log = logging.getLogger(__name__)
 NAME = re.compile(r"^ckpt_e(\d+)_s(\d+)\.pt$")
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used; the message names the file."""
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint that cannot be used; `path` names the file."""
 
 
 def checkpoint_name(epoch: int, step: int) -> str:
@@ -50,10 +52,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint") from None
+        raise CheckpointError("no such checkpoint", path) from None
     except Exception as err:  # truncated zip, bad magic, or a payload weights_only refuses
-        raise CheckpointError(f"{path}: cannot be loaded safely ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else 'unreadable'})") from err
+        raise CheckpointError(f"cannot be loaded safely ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else 'unreadable'})", path) from err
 
 
 def list_checkpoints(directory: str | Path) -> list[Path]:

@@ -8,6 +8,9 @@ code they run; pretrain, eval and reproduce, which draw on several modules, are 
     hdc reproduce --preset toy                  the toy-scale reproduction (make demo)
     hdc bench [--quick]                         the pipeline against its limits (results/bench.md)
     hdc bench data [ROOT]                       loader vs bare PyAV decoding speed alone
+
+A mistake in the input (a missing or malformed file, config value, split or checkpoint: a
+`UserError`) is printed as one line, `hdc: <file>:<line>: <reason>`, with exit status 2.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
-from hdc_lib.config import ConfigError
+from hdc_lib.errors import UserError
 
 
 def add_pretrain_parser(subparsers) -> None:
@@ -70,6 +73,9 @@ def run_eval(args) -> int:
 
     device = setup().device
     run_dir = Path(args.run)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError("not a run folder (no config.yaml): --run takes a pretraining's train.out_dir",
+                        run_dir)
     cfg, backbone, transform, identity = load_backbone(run_dir, args.checkpoint, args.overrides, device)
     if args.protocol == "finetune":
         result = finetune(cfg, run_dir, args.checkpoint, args.epochs, args.lr, args.clips, device,
@@ -141,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
+    except UserError as err:  # the input's fault: one line the user can act on, no traceback
+        print("hdc: " + " ".join(str(err).splitlines()), file=sys.stderr)
         return 2
 
 

@@ -11,11 +11,18 @@ import types
 import typing
 from typing import Any, TypeVar
 
+from hdc_lib.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """A config value that cannot be used; the message names the dotted key."""
+class ConfigError(UserError, ValueError):
+    """A config value that cannot be used. The reason names the dotted `key` (when one is to
+    blame); `path` and `line` are the YAML file and line it came from, when it came from one."""
+
+    def __init__(self, reason: str, path=None, line: int | None = None, key: str | None = None):
+        super().__init__(reason, path, line)
+        self.key = key
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
@@ -27,7 +34,8 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown key {where + unknown[0]!r} (known: {', '.join(sorted(fields))})")
+        raise ConfigError(f"unknown key {where + unknown[0]!r} (known: {', '.join(sorted(fields))})",
+                          key=where + unknown[0])
     hints = typing.get_type_hints(cls)
     for name, value in data.items():
         # A partial nested section refines the field's own default (a toy preset's augmentation,
@@ -39,7 +47,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where or cls.__name__}: {err}") from err
+        raise ConfigError(f"{where or cls.__name__}: {err}", key=where.rstrip(".") or None) from err
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -66,7 +74,7 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         if isinstance(value, hint):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}", key=key)
         return from_dict(hint, value, key + ".")
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -76,18 +84,18 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
             try:
                 return _convert(option, value, key)
             except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0])
+                errors.append(err)
+        raise errors[0]
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}", key=key)
         return value
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {value!r}", key=key)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
-                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}", key=key)
             items = [_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value))]
         else:
             item_hint = args[0] if args else Any
@@ -95,7 +103,7 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         return origin(items)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}", key=key)
         return dict(value)
     if hint is Any:
         return value
@@ -103,6 +111,6 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         return float(value)
     if hint in (int, float, str, bool):
         if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-            raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
+            raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}", key=key)
         return value
     return value

@@ -28,6 +28,7 @@ from torch.distributed.nn.functional import all_gather as all_gather_with_grad
 
 from hdc_lib.augment import AugmentConfig, SpatialAugment
 from hdc_lib.backbones import build_backbone
+from hdc_lib.config import ConfigError
 from hdc_lib.heads import ProjectionHead
 from hdc_lib.losses import contrastive_accuracy, info_nce_from_logits
 from hdc_lib.moco import KeyQueue, ema_update_, shuffle_bn_forward
@@ -102,7 +103,8 @@ class ContrastiveMethod(nn.Module):
         backbone = build_backbone(cfg.backbone, **cfg.backbone_kwargs)
         unknown = sorted(set(head_stages.values()) - set(backbone.stage_names))
         if unknown:
-            raise ValueError(f"{cfg.backbone} has no stage {unknown[0]!r}; stages: {backbone.stage_names}")
+            raise ConfigError(f"model: {cfg.backbone} has no stage {unknown[0]!r}; "
+                              f"stages: {backbone.stage_names}")
         heads = nn.ModuleDict({
             name: ProjectionHead(backbone.channels[stage], cfg.hidden_dim, cfg.embed_dim)
             for name, stage in head_stages.items()

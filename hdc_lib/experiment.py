@@ -23,6 +23,7 @@ import yaml
 from hdc_lib.config import ConfigError, from_dict, to_dict
 from hdc_lib.coupled import Coupled, CoupledConfig
 from hdc_lib.data.datasets import HMDB51, UCF101, VideoDataset, VideoFolder
+from hdc_lib.data.toyworld import ToyWorld, ensure_toyworld
 from hdc_lib.dclr import DCLR, DCLRConfig
 from hdc_lib.hdc import HDC, HDCConfig
 from hdc_lib.supervised import Supervised, SupervisedConfig
@@ -114,10 +115,11 @@ def run_config_from_dict(raw: dict) -> RunConfig:
     raw = dict(raw)
     unknown = sorted(set(raw) - {"method", "model", "data", "optim", "train"})
     if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} (known: method, model, data, optim, train)")
+        raise ConfigError(f"unknown key {unknown[0]!r} (known: method, model, data, optim, train)",
+                          key=unknown[0])
     method = raw.get("method", "hdc")
     if method not in METHODS:
-        raise ConfigError(f"method: {method!r} is not one of {sorted(METHODS)}")
+        raise ConfigError(f"method: {method!r} is not one of {sorted(METHODS)}", key="method")
     cfg = RunConfig(
         method=method,
         model=from_dict(METHODS[method][1], raw.get("model"), "model."),
@@ -125,25 +127,33 @@ def run_config_from_dict(raw: dict) -> RunConfig:
         optim=from_dict(OptimConfig, raw.get("optim"), "optim."),
         train=from_dict(TrainConfig, raw.get("train"), "train."),
     )
+    if cfg.data.dataset == "toyworld":  # the world's arguments fail now, not when it is rendered
+        try:
+            ToyWorld(**cfg.data.toyworld)
+        except (TypeError, ConfigError) as err:
+            raise ConfigError(f"data.toyworld: {err}", key="data.toyworld") from err
     # Counts and periods a run divides by or keeps: out of range, they would fail (or delete every
     # checkpoint) hours in rather than now.
     minimum = {"epochs": 1, "batch_size": 1, "log_every": 1, "checkpoint_every": 1,
                "keep_checkpoints": 1, "knn_every": 0, "knn_videos": 1}
     for key, least in minimum.items():
         if getattr(cfg.train, key) < least:
-            raise ConfigError(f"train.{key} must be >= {least}, got {getattr(cfg.train, key)}")
+            raise ConfigError(f"train.{key} must be >= {least}, got {getattr(cfg.train, key)}",
+                              key=f"train.{key}")
     if cfg.data.workers < 0:
-        raise ConfigError(f"data.workers must be >= 0, got {cfg.data.workers}")
+        raise ConfigError(f"data.workers must be >= 0, got {cfg.data.workers}", key="data.workers")
     queue = getattr(cfg.model, "queue_size", 0)
     if queue and queue % cfg.train.batch_size:
         raise ConfigError(f"model.queue_size={queue} must be a multiple of the global batch "
-                          f"train.batch_size={cfg.train.batch_size} (the queue advances a batch at a time)")
+                          f"train.batch_size={cfg.train.batch_size} (the queue advances a batch at a time)",
+                          key="model.queue_size")
     groups = getattr(cfg.model, "shuffle_bn_groups", 0)
     if groups and cfg.train.batch_size % groups:
         raise ConfigError(f"model.shuffle_bn_groups={groups} must divide the global batch "
-                          f"train.batch_size={cfg.train.batch_size} (the key pass runs in equal groups)")
+                          f"train.batch_size={cfg.train.batch_size} (the key pass runs in equal groups)",
+                          key="model.shuffle_bn_groups")
     if cfg.optim.lr <= 0:
-        raise ConfigError(f"optim.lr must be > 0, got {cfg.optim.lr}")
+        raise ConfigError(f"optim.lr must be > 0, got {cfg.optim.lr}", key="optim.lr")
     return cfg
 
 
@@ -159,25 +169,77 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = read_yaml(value)
+                raise ConfigError(f"override {item!r}: {part!r} is not a section", key=key)
+        try:
+            node[leaf] = read_yaml(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: {yaml_problem(err)[0]}", key=key) from err
     return raw
 
 
+def yaml_problem(err: yaml.YAMLError) -> tuple[str, int | None]:
+    """A YAML error in one line (PyYAML's own spans several, with a caret), and its 1-based line."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    if mark is None:
+        return f"not valid YAML: {problem}", None
+    return f"not valid YAML: {problem} (column {mark.column + 1})", mark.line + 1
+
+
+def key_line(text: str, key: str | None) -> int | None:
+    """The 1-based line of dotted `key` (list indices ignored) in YAML `text`, or of its deepest
+    parent there; None when the text does not have the key's first part."""
+    node, line = yaml.compose(text, Loader=_Loader), None
+    for part in re.sub(r"\[\d+\]", "", key or "").split("."):
+        if not isinstance(node, yaml.MappingNode):
+            break
+        entry = next((entry for entry in node.value if entry[0].value == part), None)
+        if entry is None:
+            break
+        line, node = entry[0].start_mark.line + 1, entry[1]
+    return line
+
+
+def _overridden(key: str | None, overrides: list[str]) -> bool:
+    """Whether an override set `key`, one of its parents or one of its children."""
+    key = re.sub(r"\[\d+\]", "", key or "")
+    set_keys = [item.partition("=")[0] for item in overrides]
+    return bool(key) and any(k == key or key.startswith(k + ".") or k.startswith(key + ".")
+                             for k in set_keys)
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
-    """Read a YAML config (safe loader), apply dotted overrides, validate."""
-    raw = {}
+    """Read a YAML config (safe loader), apply dotted overrides, validate.
+
+    A ConfigError says where the bad value came from: the file and the line of its key, or
+    (without a file) the override that set it.
+    """
+    overrides, text, raw = list(overrides), None, {}
     if path is not None:
         try:
-            raw = read_yaml(Path(path).read_text()) or {}
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError("no such config file", path) from None
+        except IsADirectoryError:
+            raise ConfigError("is a folder, not a config file", path) from None
+        except OSError as err:
+            raise ConfigError(f"cannot be read ({err.strerror})", path) from None
+        except UnicodeDecodeError:
+            raise ConfigError("not UTF-8 text, so not a YAML config", path) from None
+        try:
+            raw = read_yaml(text) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+            reason, line = yaml_problem(err)
+            raise ConfigError(reason, path, line) from err
         if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
+            raise ConfigError("the top level must be a mapping", path)
+    raw = apply_overrides(raw, overrides)
     try:
-        return run_config_from_dict(apply_overrides(raw, list(overrides)))
+        return run_config_from_dict(raw)
     except ConfigError as err:
-        raise ConfigError(f"{path or 'config'}: {err}") from err
+        if text is None or _overridden(err.key, overrides):
+            raise
+        raise ConfigError(err.reason, path, key_line(text, err.key), err.key) from err
 
 
 # -- builders --------------------------------------------------------------------------------
@@ -214,10 +276,9 @@ def build_optimizer(cfg: OptimConfig, parameters, steps_per_epoch: int, epochs: 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def build_dataset(cfg: RunConfig, train: bool, clip_sampler) -> VideoDataset:
-    """The train or test split of the configured dataset (the toy world is rendered if missing)."""
-    from hdc_lib.data.toyworld import ensure_toyworld
-
+def build_dataset(cfg: RunConfig, train: bool, clip_sampler, progress: bool = True) -> VideoDataset:
+    """The train or test split of the configured dataset (the toy world is rendered if missing,
+    with a progress bar when `progress`)."""
     d = cfg.data
     root = Path(d.root)
     cache = d.cache if d.cache is not None else d.dataset == "toyworld"
@@ -226,7 +287,7 @@ def build_dataset(cfg: RunConfig, train: bool, clip_sampler) -> VideoDataset:
                "on_error": d.on_error,
                "cache_dir": (d.cache_dir or root / ".cache") if cache else None}
     if d.dataset == "toyworld":
-        ensure_toyworld(root, **d.toyworld)
+        ensure_toyworld(root, progress=progress, **d.toyworld)
         return UCF101(root / "videos", root / "splits", fold=1, train=train, **options)
     if d.split_dir is None and d.dataset in ("ucf101", "hmdb51"):
         raise ConfigError(f"data.split_dir is required for {d.dataset}")

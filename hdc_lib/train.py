@@ -71,8 +71,8 @@ def check_resumable(saved: dict, current: dict, path: Path) -> None:
                      if old.get(k, "<missing>") != new.get(k, "<missing>") and k not in RESUMABLE_CHANGES)
     if changed:
         details = ", ".join(f"{k}: {old.get(k, '<missing>')!r} -> {new.get(k, '<missing>')!r}" for k in changed)
-        raise ConfigMismatch(f"{path} was written under another config ({details}); resume with the same "
-                             "config, or train into a new train.out_dir")
+        raise ConfigMismatch(f"written under another config ({details}); resume with the same config, "
+                             "or train into a new train.out_dir", path)
 
 
 def epoch_batches(num_items: int, batch_per_rank: int, seed: int, epoch: int, rank: int,
@@ -145,10 +145,11 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
     out = Path(cfg.train.out_dir)
     tc = cfg.train
     if tc.batch_size % ctx.world_size:
-        raise ValueError(f"train.batch_size={tc.batch_size} is not divisible by {ctx.world_size} ranks")
+        raise ConfigError(f"train.batch_size={tc.batch_size} is not divisible by {ctx.world_size} ranks",
+                          key="train.batch_size")
     batch_per_rank = tc.batch_size // ctx.world_size
 
-    train_set = build_dataset(cfg, train=True, clip_sampler=None)
+    train_set = build_dataset(cfg, train=True, clip_sampler=None, progress=progress and ctx.is_main)
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     method = build_method(cfg, num_classes=len(train_set.classes)).to(ctx.device)
     if tc.channels_last:  # the convolutions then run channels-last (their inputs are converted)
@@ -164,7 +165,8 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
                                         broadcast_buffers=False)
     batches_per_epoch = len(train_set) // tc.batch_size
     if batches_per_epoch == 0:
-        raise ValueError(f"{len(train_set)} training videos are fewer than one batch of {tc.batch_size}")
+        raise ConfigError(f"{len(train_set)} training videos are fewer than one batch "
+                          f"(train.batch_size={tc.batch_size})", key="train.batch_size")
     optimizer, scheduler = build_optimizer(cfg.optim, method.trainable_parameters(), batches_per_epoch, tc.epochs)
     use_scaler = tc.amp and ctx.device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)

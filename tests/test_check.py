@@ -4,6 +4,7 @@ import argparse
 import pytest
 
 from hdc_lib.data.check import add_check_parser, check_dataset, detect_format
+from hdc_lib.errors import UserError
 
 
 def run_cli(argv):
@@ -59,7 +60,7 @@ def test_truncated_tail_is_caught(tmp_path, synthetic_video_writer):
 def test_hmdb51_check_and_format_detection(hmdb51_layout, tmp_path):
     assert detect_format(hmdb51_layout["splits"]) == "hmdb51"
     assert detect_format(None) == "folder"
-    with pytest.raises(ValueError, match="cannot tell the split format"):
+    with pytest.raises(UserError, match="cannot tell the split format"):
         detect_format(tmp_path)
     report = check_dataset(hmdb51_layout["videos"], hmdb51_layout["splits"], min_frames=16)
     assert report.ok and report.total == 4 and len(report.short) == 4  # unused (flag 0) left out

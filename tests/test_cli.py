@@ -1,11 +1,14 @@
-"""The `hdc` command: help works everywhere, config errors exit cleanly, evaluation on a run."""
+"""The `hdc` command: help works everywhere, a mistake in the input is one line naming the file
+(exit status 2), --no-progress means no bar, evaluation on a run."""
 import json
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 from hdc_lib.cli import build_parser, main
+from hdc_lib.experiment import build_dataset, load_config
 
 
 @pytest.mark.parametrize("argv", [[], ["data"], ["data", "toyworld"], ["data", "check"], ["pretrain"],
@@ -70,3 +73,162 @@ def test_pretrain_then_every_evaluation(tiny_overrides, tmp_path, capsys):
     assert len(list((run / "features").glob("features_*.pt"))) == 2  # cached for the next call
     assert main(["eval", "finetune", "--run", str(run), "--clips", "2", "--epochs", "1", "--no-progress"]) == 0
     assert 0.0 <= json.loads((run / "eval_finetune.json").read_text())["accuracy"] <= 1.0
+
+
+# -- a mistake in the input: one line naming the file (and line), exit status 2 ---------------
+def one_line_error(argv, capsys) -> str:
+    """Run `hdc argv` in-process; it must exit with 2 and print exactly one line on stderr."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("hdc: ") and "Traceback" not in err, err
+    return err.strip()
+
+
+def write_ucf_layout(root, train_lines, test_lines):
+    """A UCF101 layout with two classes and the given split lines (no videos needed)."""
+    splits = root / "splits"
+    splits.mkdir(parents=True)
+    (splits / "classInd.txt").write_text("1 Archery\n2 Bowling\n")
+    (splits / "trainlist01.txt").write_text("".join(line + "\n" for line in train_lines))
+    (splits / "testlist01.txt").write_text("".join(line + "\n" for line in test_lines))
+    (root / "videos").mkdir()
+    return root / "videos", splits
+
+
+def test_a_missing_config_file_is_named(capsys, tmp_path):
+    missing = tmp_path / "missing.yaml"
+    message = one_line_error(["pretrain", "--config", str(missing)], capsys)
+    assert message == f"hdc: {missing}: no such config file"
+
+
+def test_a_folder_given_as_config_is_named(capsys, tmp_path):
+    assert one_line_error(["pretrain", "--config", str(tmp_path)], capsys).startswith(f"hdc: {tmp_path}: ")
+
+
+def test_bad_yaml_syntax_names_the_line(capsys, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("method: hdc\ntrain:\n  epochs: 3\n bad: [\n")
+    message = one_line_error(["pretrain", "--config", str(path)], capsys)
+    assert message.startswith(f"hdc: {path}:4: not valid YAML")
+
+
+def test_a_bad_key_in_a_config_names_its_line(capsys, tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("method: hdc\ntrain:\n  epochs: 3\n  epoch: 4\noptim:\n  lr: -1\n")
+    assert one_line_error(["pretrain", "--config", str(path)], capsys).startswith(
+        f"hdc: {path}:4: unknown key 'train.epoch'")
+    path.write_text("method: hdc\noptim:\n  lr: -1\n")
+    message = one_line_error(["pretrain", "--config", str(path)], capsys)
+    assert message == f"hdc: {path}:3: optim.lr must be > 0, got -1.0"
+
+
+def test_a_bad_value_set_by_an_override_is_not_blamed_on_the_file(capsys, tmp_path):
+    path = tmp_path / "fine.yaml"
+    path.write_text("train:\n  epochs: 3\n")
+    message = one_line_error(["pretrain", "--config", str(path), "train.epochs=zero"], capsys)
+    assert message == "hdc: train.epochs: expected int, got 'zero'"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs", "hdc: override 'train.epochs' is not of the form key.path=value"),
+    ("train.epochs=[", "hdc: override 'train.epochs=[': not valid YAML"),
+    ("data.toyworld={size: 15}", "hdc: data.toyworld: size must be even and >= 16"),
+])
+def test_bad_override_syntax(override, message, capsys):
+    assert one_line_error(["pretrain", override], capsys).startswith(message)
+
+
+def test_eval_of_a_folder_that_is_no_run(capsys, tmp_path):
+    message = one_line_error(["eval", "linear", "--run", str(tmp_path / "nowhere")], capsys)
+    assert message.startswith(f"hdc: {tmp_path / 'nowhere'}: not a run folder")
+
+
+def test_eval_with_a_missing_or_unreadable_checkpoint(capsys, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(load_config(None).to_dict()))
+    message = one_line_error(["eval", "linear", "--run", str(run)], capsys)
+    assert message == f"hdc: {run / 'final.pt'}: no such checkpoint"
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_text("not a checkpoint")
+    message = one_line_error(["eval", "linear", "--run", str(run), "--checkpoint", str(garbage)], capsys)
+    assert message.startswith(f"hdc: {garbage}: cannot be loaded safely")
+
+
+def test_a_split_file_with_a_bad_line_names_file_and_line(capsys, tmp_path):
+    videos, splits = write_ucf_layout(tmp_path, ["Archery/v_Archery_g01_c01.avi 1", "one two three"],
+                                      ["Bowling/v_Bowling_g01_c01.avi"])
+    message = one_line_error(["data", "check", str(videos), "--splits", str(splits)], capsys)
+    assert message.startswith(f"hdc: {splits / 'trainlist01.txt'}:2: expected '<Class>/<file> [<index>]'")
+
+
+def test_an_empty_split_file_is_named(capsys, tmp_path):
+    videos, splits = write_ucf_layout(tmp_path, ["Archery/v_Archery_g01_c01.avi 1"], [])
+    message = one_line_error(["data", "check", str(videos), "--splits", str(splits)], capsys)
+    assert message == f"hdc: {splits / 'testlist01.txt'}: empty split file (no lines)"
+
+
+def test_a_split_folder_of_no_known_format_is_named(capsys, tmp_path):
+    message = one_line_error(["data", "check", str(tmp_path), "--splits", str(tmp_path)], capsys)
+    assert message.startswith(f"hdc: {tmp_path}: cannot tell the split format")
+
+
+@pytest.mark.parametrize("argv", [
+    ["data", "check", "{missing}", "--splits", "{splits}"],
+    ["data", "check", "{missing}"],
+    ["pretrain", "data.dataset=ucf101", "data.root={missing}", "data.split_dir={splits}"],
+    ["pretrain", "data.dataset=folder", "data.root={missing}"],
+    ["bench", "data", "{missing}"],
+])
+def test_a_missing_data_root_is_named(argv, capsys, tmp_path):
+    _, splits = write_ucf_layout(tmp_path, ["Archery/v_Archery_g01_c01.avi 1"],
+                                 ["Bowling/v_Bowling_g01_c01.avi"])
+    missing = tmp_path / "no_such_root"
+    argv = [item.format(missing=missing, splits=splits) for item in argv]
+    assert one_line_error(argv, capsys) == f"hdc: {missing}: no such video folder"
+
+
+def test_bad_toy_world_arguments(capsys, tmp_path):
+    message = one_line_error(["data", "toyworld", "--out", str(tmp_path), "--size", "15"], capsys)
+    assert message == "hdc: size must be even and >= 16 (H.264 yuv420p), got 15"
+
+
+def test_an_unexpected_error_keeps_its_traceback(monkeypatch):
+    """Only the input's mistakes are turned into one line; a bug in hdc_lib still raises."""
+    def broken(cfg, resume, progress):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("hdc_lib.train.train", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["pretrain"])
+
+
+@pytest.mark.parametrize("argv", [["pretrain", "--config", "missing.yaml"],
+                                  ["data", "check", "{videos}", "--splits", "{splits}"]])
+def test_the_installed_command_prints_no_traceback(argv, tmp_path):
+    """The two cases found by hand, through the real entry point (no in-process shortcuts)."""
+    videos, splits = write_ucf_layout(tmp_path, ["Archery/v_Archery_g01_c01.avi 1"], [])
+    argv = [item.format(videos=videos, splits=splits) for item in argv]
+    completed = subprocess.run([sys.executable, "-m", "hdc_lib", *argv], capture_output=True,
+                               text=True, cwd=tmp_path)
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr
+    assert len(completed.stderr.splitlines()) == 1 and completed.stderr.startswith("hdc: ")
+
+
+# -- --no-progress: no progress bar anywhere, including the toy world's render -----------------
+def test_no_progress_silences_the_toy_world_render(tiny_overrides, tmp_path, capfd):
+    world = tmp_path / "fresh_world"  # not rendered yet: pretraining renders it on demand
+    argv = ["pretrain", "--no-progress", *tiny_overrides, f"data.root={world}", "train.epochs=1",
+            "train.knn_every=0"]
+    assert main(argv) == 0
+    out, err = capfd.readouterr()
+    assert (world / "toyworld.json").is_file()  # it did render
+    assert "\r" not in out + err and "rendering" not in err and "video/s" not in err, err
+
+
+def test_the_render_bar_shows_without_no_progress(tmp_path, capfd):
+    """The control for the test above: the same render with progress on does draw its bar."""
+    cfg = load_config(None, [f"data.root={tmp_path / 'world'}",
+                             'data.toyworld={"videos_per_class": 2, "frames": 8, "size": 16}'])
+    build_dataset(cfg, train=True, clip_sampler=None, progress=True)
+    assert "\r" in capfd.readouterr().err

@@ -62,7 +62,7 @@ def test_yaml_is_read_with_a_safe_loader(tmp_path):
     marker = tmp_path / "code_ran"
     path = tmp_path / "evil.yaml"
     path.write_text(f"method: !!python/object/apply:os.mkdir [{str(marker)!r}]\n")
-    with pytest.raises(ConfigError, match="evil.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match="evil.yaml:1: not valid YAML"):
         load_config(path)
     assert not marker.exists()
 

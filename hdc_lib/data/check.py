@@ -16,6 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from hdc_lib.errors import UserError
+
 from .splits import DiskLookup, read_split
 from .video_io import VideoDecodeError, read_frames, verify_video, video_info
 
@@ -53,8 +55,8 @@ def detect_format(split_dir: str | os.PathLike | None) -> str:
         return "ucf101"
     if any(Path(split_dir).glob("*_test_split*.txt")):
         return "hmdb51"
-    raise ValueError(f"cannot tell the split format of {split_dir}: no classInd.txt (UCF101) "
-                     "and no *_test_split<N>.txt (HMDB51); pass --format")
+    raise UserError("cannot tell the split format: no classInd.txt (UCF101) and no "
+                    "*_test_split<N>.txt (HMDB51); pass --format", split_dir)
 
 
 def check_dataset(root: str | os.PathLike, split_dir: str | os.PathLike | None = None,
@@ -106,6 +108,7 @@ def add_check_parser(data_subparsers: argparse._SubParsersAction) -> argparse.Ar
     parser.add_argument("--full", action="store_true",
                         help="decode every frame, not only the first and last ones (slower; "
                              "also finds damage in the middle of a video)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_check)
     return parser
 
@@ -113,6 +116,6 @@ def add_check_parser(data_subparsers: argparse._SubParsersAction) -> argparse.Ar
 def run_check(args: argparse.Namespace) -> int:
     """CLI body: print the report; exit code 1 when any video is unreadable."""
     report = check_dataset(args.root, args.splits, args.format, args.fold, args.min_frames,
-                           progress=True, full=args.full)
+                           progress=not args.no_progress, full=args.full)
     print(report.summary())
     return 0 if report.ok else 1

@@ -24,6 +24,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from hdc_lib.errors import UserError
+
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
 
 # Official sizes (train, test) of each fold, for `check_counts` (docs/data.md, "UCF101"). UCF101
@@ -37,13 +39,11 @@ OFFICIAL_COUNTS = {
 OFFICIAL_NUM_CLASSES = {"ucf101": 101, "hmdb51": 51}
 
 
-class SplitFileError(ValueError):
+class SplitFileError(UserError, ValueError):
     """A problem in a split file, naming the file and (when there is one) the line."""
 
     def __init__(self, path: str | os.PathLike, line: int | None, reason: str):
-        self.path, self.line, self.reason = str(path), line, reason
-        where = self.path if line is None else f"{self.path}, line {line}"
-        super().__init__(f"{where}: {reason}")
+        super().__init__(reason, path, line)
 
     def __reduce__(self):
         return (type(self), (self.path, self.line, self.reason))
@@ -95,6 +95,8 @@ class DiskLookup:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        if not self.root.is_dir():
+            raise UserError("no such video folder", root)
         self._listings: dict[Path, dict[str, str]] = {}
 
     def find(self, relative: str | PurePosixPath) -> str | None:
@@ -244,7 +246,7 @@ def read_video_folder(root: str | os.PathLike,
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"video folder not found: {root}")
+        raise UserError("no such video folder", root)
     classes = sorted(entry.name for entry in root.iterdir()
                      if entry.is_dir() and not entry.name.startswith("."))
     samples = [(f"{name}/{video.name}", label)
@@ -252,7 +254,7 @@ def read_video_folder(root: str | os.PathLike,
                for video in sorted((root / name).iterdir())
                if video.is_file() and video.suffix.lower() in extensions]
     if not samples:
-        raise FileNotFoundError(f"no videos ({', '.join(extensions)}) under {root}/<class>/")
+        raise UserError(f"no videos ({', '.join(extensions)}) in its <class>/ folders", root)
     return Split(samples, classes)
 
 

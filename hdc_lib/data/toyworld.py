@@ -52,7 +52,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from hdc_lib.config import ConfigError
 from hdc_lib.data.video_io import write_video
+from hdc_lib.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -115,13 +117,13 @@ class ToyWorld:
 
     def __post_init__(self):
         if not 0.0 <= self.bias <= 1.0:
-            raise ValueError(f"bias must be in [0, 1], got {self.bias}")
+            raise ConfigError(f"bias must be in [0, 1], got {self.bias}")
         if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+            raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if self.videos_per_class < 2 or self.frames < 2 or self.clips_per_group < 1:
-            raise ValueError("need videos_per_class >= 2, frames >= 2, clips_per_group >= 1")
+            raise ConfigError("need videos_per_class >= 2, frames >= 2, clips_per_group >= 1")
         if self.size < 16 or self.size % 2:
-            raise ValueError(f"size must be even and >= 16 (H.264 yuv420p), got {self.size}")
+            raise ConfigError(f"size must be even and >= 16 (H.264 yuv420p), got {self.size}")
 
     @property
     def test_per_class(self) -> int:
@@ -441,13 +443,13 @@ def load_manifest(out_dir: str | os.PathLike) -> list[dict]:
     with open(path, newline="") as file:
         reader = csv.DictReader(file)
         if reader.fieldnames != list(COLUMNS):
-            raise ValueError(f"{path}:1: expected the columns {list(COLUMNS)}, got {reader.fieldnames}")
+            raise UserError(f"expected the columns {list(COLUMNS)}, got {reader.fieldnames}", path, 1)
         rows = []
         for line, raw in enumerate(reader, start=2):
             try:
                 rows.append({key: COLUMNS[key](value) for key, value in raw.items()})
             except (TypeError, ValueError) as error:
-                raise ValueError(f"{path}:{line}: {error}") from None
+                raise UserError(str(error), path, line) from None
         return rows
 
 

@@ -36,6 +36,8 @@ from typing import Iterator, NoReturn, Sequence
 import av
 import numpy as np
 
+from hdc_lib.errors import UserError
+
 # Container metadata often over-counts by a frame or two (edit lists, a dropped trailing
 # B-frame). Up to this many missing trailing frames repeat the last decoded frame; a larger
 # shortfall means a damaged (truncated) video and is an error.
@@ -45,13 +47,11 @@ END_SLACK_FRAMES = 4
 MAX_FRAME_PIXELS = 7680 * 4320
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(UserError, RuntimeError):
     """A video that cannot be read: carries the file and the reason."""
 
     def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"cannot read video {self.path}: {reason}")
+        super().__init__(reason, path)
 
     def __reduce__(self):
         # Keep the two-argument constructor picklable (DataLoader workers send errors back).
