@@ -10,7 +10,8 @@ code they run; pretrain, eval and reproduce, which draw on several modules, are 
     hdc bench data [ROOT]                       loader vs bare PyAV decoding speed alone
 
 A mistake in the input (a missing or malformed file, config value, split or checkpoint: a
-`UserError`) is printed as one line, `hdc: <file>:<line>: <reason>`, with exit status 2.
+`UserError`; or a path that cannot be read or written) is printed as one line,
+`hdc: <file>:<line>: <reason>`, with exit status 2. Anything else keeps its traceback.
 """
 from __future__ import annotations
 
@@ -147,9 +148,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
-    except UserError as err:  # the input's fault: one line the user can act on, no traceback
-        print("hdc: " + " ".join(str(err).splitlines()), file=sys.stderr)
-        return 2
+    except OSError as err:  # a path that cannot be read or written (no such folder, no permission)
+        if err.filename is None or err.strerror is None:
+            raise
+        return report(UserError(err.strerror, err.filename))
+    except UserError as err:
+        return report(err)
+
+
+def report(err: UserError) -> int:
+    """The input's fault: one line the user can act on (no traceback), exit status 2."""
+    print("hdc: " + " ".join(str(err).splitlines()), file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # `python -m hdc_lib.cli ...` behaves like the `hdc` script

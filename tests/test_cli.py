@@ -193,13 +193,30 @@ def test_bad_toy_world_arguments(capsys, tmp_path):
     assert message == "hdc: size must be even and >= 16 (H.264 yuv420p), got 15"
 
 
-def test_an_unexpected_error_keeps_its_traceback(monkeypatch):
+@pytest.mark.parametrize("argv", [
+    ["data", "toyworld", "--out", "{blocked}", "--videos-per-class", "2", "--frames", "4", "--size", "16",
+     "--no-progress"],
+    ["pretrain", "--no-progress", "train.out_dir={blocked}"],
+])
+def test_a_path_that_cannot_be_written_is_named(argv, capsys, tmp_path, tiny_overrides):
+    """A folder to create under a regular file: the OSError is the input's fault, one line too."""
+    (tmp_path / "a_file").write_text("")
+    blocked = tmp_path / "a_file" / "out"
+    argv = [item.format(blocked=blocked) for item in argv]
+    if argv[0] == "pretrain":
+        argv = [*argv[:2], *tiny_overrides, argv[2]]  # the out_dir override comes last and wins
+    message = one_line_error(argv, capsys)
+    assert message.startswith(f"hdc: {tmp_path / 'a_file'}") and message.endswith(": Not a directory")
+
+
+@pytest.mark.parametrize("error", [RuntimeError("a bug"), OSError("a bug, no file named")])
+def test_an_unexpected_error_keeps_its_traceback(error, monkeypatch):
     """Only the input's mistakes are turned into one line; a bug in hdc_lib still raises."""
     def broken(cfg, resume, progress):
-        raise RuntimeError("a bug")
+        raise error
 
     monkeypatch.setattr("hdc_lib.train.train", broken)
-    with pytest.raises(RuntimeError, match="a bug"):
+    with pytest.raises(type(error), match="a bug"):
         main(["pretrain"])
 
 
