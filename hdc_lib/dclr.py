@@ -16,7 +16,13 @@ What the official code (github.com/Mark12Ding/DCLR) does, with its bugs fixed (d
 5. Cross-video search (with a queue): the top-k queue entries nearest in static (dynamic) embedding
    are extra positives of the static (dynamic) terms, the sum of both searches for vv.
 6. Activation alignment, **our reading** of the figure's "A_s + A_d = A_v" (the official term cannot
-   run): L_align = mean_p (Â_v(p) - Â_{s+d}(p))^2, maps normalised to sum 1, with gradient, weight 0.1.
+   run): L_align = mean_{b,p} (Â_v(p) - Â_{s+d}(p))^2 with gradient, weight 0.1. Each map is
+   normalised to mean 1 over its P positions, Â = A / mean_p A, as the official code normalises its
+   maps: the term is then O(1) whatever P and the activations' scale are (0.5 for independent
+   uniform maps: Var(2U) + Var(U1 + U2) = 1/3 + 1/6), so weight 0.1 means what it says. Maps
+   normalised to sum 1 would make it P^2 times smaller: weighted, on the toy world's 2x4x4 maps at
+   initialisation (notebook 05, contrastive loss 20.0), 3.0e-6 at sum 1 and 3.1e-3 at mean 1 (small
+   because the maps are still nearly flat, not because of their normalisation).
 
 Fixed relative to the official code: maps and keys are computed in the same key pass (with shuffle
 BN when `shuffle_bn_groups` > 0), so they can never be misaligned; no sizes are hard-coded; the
@@ -94,9 +100,17 @@ def activation_pool(feature_map: torch.Tensor, amap: torch.Tensor) -> torch.Tens
 
 
 def normalised_map(amap: torch.Tensor) -> torch.Tensor:
-    """Â(p) = A(p) / sum_p A(p), per sample, flattened to (B, P)."""
+    """Â(p) = A(p) / mean_p A(p), per sample, flattened to (B, P): mean 1, so 1 is an average
+    position and a flat map is all ones. A map with no mass stays zero."""
     flat = amap.flatten(1)
-    return flat / flat.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return flat / flat.mean(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def alignment_loss(a_v: torch.Tensor, a_s: torch.Tensor, a_d: torch.Tensor) -> torch.Tensor:
+    """L_align = mean over samples b and positions p of (Â_v(p) - Â_{s+d}(p))^2 (scalar), for
+    activation maps (B, T, H, W) of the RGB, static and dynamic clips; gradient flows to all three."""
+    # Mean-1 maps: the squared differences are O(1), not O(1/P^2) as for maps that sum to 1.
+    return (normalised_map(a_v) - normalised_map(a_s + a_d)).pow(2).mean()
 
 
 class DCLR(ContrastiveMethod):
@@ -185,9 +199,9 @@ class DCLR(ContrastiveMethod):
                    for q, kh in CONTRASTS)
         logs["loss/contrast"] = loss.detach()
 
-        # L_align = mean_p (Â_v(p) - Â_{s+d}(p))^2 on the query pass, with gradient (our reading).
-        a_v, a_s, a_d = (activation_map(f) for f in (f_v, f_s, f_d))
-        align = (normalised_map(a_v) - normalised_map(a_s + a_d)).pow(2).mean()
+        # L_align = mean_{b,p} (Â_v(p) - Â_{s+d}(p))^2 on the query pass, maps of mean 1, with
+        # gradient (our reading).
+        align = alignment_loss(*(activation_map(f) for f in (f_v, f_s, f_d)))
         logs["loss/align"] = align.detach()
         loss = loss + cfg.align_weight * align
 

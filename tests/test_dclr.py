@@ -4,7 +4,8 @@ import torch
 
 from hdc_lib import dclr
 from hdc_lib.augment import AugmentConfig
-from hdc_lib.dclr import DCLR, DCLRConfig, activation_map, activation_pool, dynamic_clip, static_clip
+from hdc_lib.dclr import (DCLR, DCLRConfig, activation_map, activation_pool, alignment_loss, dynamic_clip,
+                          normalised_map, static_clip)
 
 # Crop = whole frame, no flip, no colour change: the augmentation reduces to resize + normalise.
 FIXED_AUGMENT = AugmentConfig(size=16, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0,
@@ -147,6 +148,51 @@ def test_no_cross_video_positives_before_the_queue_is_full():
     model = DCLR(DCLRConfig(augment=FIXED_AUGMENT, clip_frames=4, queue_size=6))
     search = {"static": torch.randn(3, 128), "dynamic": torch.randn(3, 128)}
     assert model._cross_video_positives(search) == {}
+
+
+def test_normalised_map_has_mean_one_whatever_the_scale():
+    a = torch.rand(4, 2, 3, 3, dtype=torch.float64)
+    hat = normalised_map(a)
+    for b in range(4):
+        torch.testing.assert_close(hat[b], a[b].flatten() / (a[b].sum() / a[b].numel()))
+    torch.testing.assert_close(hat.mean(dim=1), torch.ones(4, dtype=torch.float64))
+    torch.testing.assert_close(normalised_map(7.0 * a), hat)
+    assert torch.equal(normalised_map(torch.zeros(1, 2, 3, 3)), torch.zeros(1, 18))
+
+
+def test_alignment_loss_equals_a_loop_and_is_order_one_for_random_maps():
+    g = torch.Generator().manual_seed(0)
+    a_v, a_s, a_d = (torch.rand(64, 2, 4, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    expected = 0.0
+    for b in range(64):
+        v_hat = a_v[b].flatten() / a_v[b].mean()
+        sd = (a_s[b] + a_d[b]).flatten()
+        sd_hat = sd / sd.mean()
+        expected += sum(float(v_hat[p] - sd_hat[p]) ** 2 for p in range(32)) / 32
+    loss = alignment_loss(a_v, a_s, a_d)
+    assert loss.item() == pytest.approx(expected / 64, rel=1e-9)
+    # Independent uniform maps: Var(U / E U) + Var((U1 + U2) / E(U1 + U2)) = 1/3 + 1/6.
+    assert loss.item() == pytest.approx(0.5, abs=0.05)
+    # The same value on 7x7 maps (the paper's size) and for any scale of the activations.
+    a_v, a_s, a_d = (torch.rand(64, 2, 7, 7, generator=g, dtype=torch.float64) for _ in range(3))
+    assert alignment_loss(a_v, 3 * a_s, 3 * a_d).item() == pytest.approx(0.5, abs=0.05)
+
+
+def test_alignment_gradient_moves_the_maps():
+    """A few optimiser steps on the alignment term alone bring Â_v and Â_{s+d} together."""
+    torch.manual_seed(0)
+    model = DCLR(DCLRConfig(augment=FIXED_AUGMENT, clip_frames=4))
+    views = model.make_views(random_windows(batch=4), torch.Generator().manual_seed(0))
+    optimiser = torch.optim.Adam(model.backbone.parameters(), lr=1e-2)
+    values = []
+    for _ in range(8):
+        f_v, f_s, f_d = model._modes(model.online, views["v1"], views["s1"], views["d1"])
+        align = alignment_loss(*(activation_map(f) for f in (f_v, f_s, f_d)))
+        optimiser.zero_grad()
+        align.backward()
+        optimiser.step()
+        values.append(align.item())
+    assert values[-1] < 0.5 * values[0], values
 
 
 def test_alignment_term_is_logged_and_weighted():
