@@ -43,11 +43,13 @@ class ClipModelConfig:
 
     backbone: str = "tiny"
     backbone_kwargs: dict = field(default_factory=dict)
-    # Toy scale: 32 px crops of at least half the frame (small objects must survive the crop) and
-    # no horizontal flip, which would turn the toy world's "right" into "left" and "clockwise"
-    # into "anticlockwise". Paper presets give the full augmentation.
+    # Toy scale: 32 px crops of at least half the frame (small objects must survive the crop); no
+    # horizontal flip, which would turn the toy world's "right" into "left" and "clockwise" into
+    # "anticlockwise"; a random RGB order (p 0.8), because the toy objects' saturated colours
+    # survive a +-0.1 hue jitter and would identify a video across views (results/toyworld_log.md).
+    # Paper presets give the full augmentation and no channel shuffle.
     augment: AugmentConfig = field(
-        default_factory=lambda: AugmentConfig(size=32, scale=(0.5, 1.0), flip_p=0.0))
+        default_factory=lambda: AugmentConfig(size=32, scale=(0.5, 1.0), flip_p=0.0, channel_shuffle_p=0.8))
     clip_frames: int = 8          # frames per view T
     clip_stride: int = 2          # temporal stride between the frames of a view
 
@@ -64,9 +66,11 @@ class ContrastConfig(ClipModelConfig):
     hidden_dim: int | None = None  # projection hidden width; None = the tapped stage's channels
     temperature: float = 0.1
     speed_strides: tuple[int, ...] = ()  # temporal augmentation: each window draws its stride here
-    # How far apart the two windows start: None = disjoint (docs/methods.md, "Views"); (lo, hi) =
-    # a start offset of lo..hi frames, so the windows overlap and differ by a little motion.
-    window_offset: tuple[int, int] | None = None
+    # How far apart the two windows start: None = disjoint (docs/methods.md, "Views"; the paper
+    # presets); (lo, hi) = a start offset of lo..hi frames, so the windows overlap and differ by a
+    # little motion. Toy scale: 2-8 frames, because two disjoint halves of a 32-frame toy video are
+    # told apart by where the object is, which one frame shows (results/toyworld_log.md).
+    window_offset: tuple[int, int] | None = (2, 8)
     queue_size: int = 0           # 0: in-batch negatives; > 0: MoCo queue + momentum encoder
     momentum: float = 0.999       # EMA of the momentum encoder
     # Columns of row i besides its positive: "batch" = the batch's other keys (needs no queue),

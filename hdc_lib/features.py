@@ -20,10 +20,14 @@ from torch.utils.data import DataLoader
 
 from hdc_lib.data.samplers import UniformClipSampler
 from hdc_lib.experiment import build_dataset
+from hdc_lib.supervised import still
 
 
 def eval_transform(method):
-    """The deterministic test-time view: the method's augmentation's centre crop."""
+    """The deterministic test-time view: the method's augmentation's centre crop. A model trained
+    on one repeated frame (the static control) is tested the same way, on one repeated frame."""
+    if getattr(method.cfg, "static_frame", False):
+        return lambda clips, **kw: method.augment.center(still(clips), **kw)
     return method.augment.center
 
 

@@ -25,6 +25,14 @@ from hdc_lib.data.toyworld import ACTIONS, REVERSE, ToyWorld, draw_factors, rend
 @dataclass
 class SupervisedConfig(ClipModelConfig):
     dropout: float = 0.0
+    # Train (and, in the reproduction, test) on clips of one frame repeated: the control that
+    # measures how much of the task one frame solves (the toy world wants close to chance).
+    static_frame: bool = False
+
+
+def still(clips: torch.Tensor) -> torch.Tensor:
+    """(B, T, H, W, C) clips -> their first frame repeated T times: no motion left."""
+    return clips[:, :1].expand_as(clips)
 
 
 class Supervised(nn.Module):
@@ -48,7 +56,8 @@ class Supervised(nn.Module):
         return list(self.parameters())
 
     def make_views(self, windows: torch.Tensor, generator: torch.Generator | None = None) -> dict:
-        clip, _ = self.augment(windows[:, 0], generator=generator)
+        clips = still(windows[:, 0]) if self.cfg.static_frame else windows[:, 0]
+        clip, _ = self.augment(clips, generator=generator)
         return {"clip": clip}
 
     def forward(self, views: dict) -> tuple[torch.Tensor, dict]:

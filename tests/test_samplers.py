@@ -125,12 +125,23 @@ def test_windows_may_overlap_when_they_cannot_all_fit_or_may_overlap(disjoint, f
     assert any(abs(int(d[0, 0]) - int(d[1, 0])) < 15 for d in draws)  # overlap happens
 
 
-def test_coupled_and_hdc_ask_for_disjoint_windows_and_dclr_does_not():
+def test_paper_presets_ask_for_disjoint_windows_and_toy_presets_for_nearby_ones():
+    """The paper presets keep the specified views (disjoint windows, no channel shuffle); the toy
+    presets start the windows 2-8 frames apart; DCLR always uses its official sampler."""
     from hdc_lib.experiment import build_method, load_config
 
-    for name, disjoint in [("coupled", True), ("hdc", True), ("dclr", False)]:
-        request = build_method(load_config(REPO / f"configs/toy/{name}.yaml")).clip_request()
-        assert RandomClipSampler(**request).disjoint is disjoint, name
+    for name in ("coupled", "hdc"):
+        paper = load_config(REPO / f"configs/ucf101/{name}_r2plus1d.yaml")
+        sampler = RandomClipSampler(**build_method(paper).clip_request())
+        assert sampler.disjoint and sampler.offset is None, name
+        assert paper.model.augment.channel_shuffle_p == 0.0
+        toy = RandomClipSampler(**build_method(load_config(REPO / f"configs/toy/{name}.yaml")).clip_request())
+        assert toy.offset == (2, 8) and not toy.disjoint, name
+    for path in ("configs/toy/dclr.yaml", "configs/ucf101/dclr_r2plus1d.yaml"):
+        sampler = RandomClipSampler(**build_method(load_config(REPO / path)).clip_request())
+        assert not sampler.disjoint and sampler.offset is None, path
+    for path in sorted(REPO.glob("configs/*/*_r2plus1d.yaml")):
+        assert load_config(path).model.augment.channel_shuffle_p == 0.0, path
 
 
 def test_window_offset_sets_how_far_apart_the_windows_start():
@@ -159,6 +170,8 @@ def test_the_window_offset_knob_reaches_the_sampler():
     from hdc_lib.experiment import build_method, load_config
 
     for name in ("coupled", "hdc"):
-        cfg = load_config(REPO / f"configs/toy/{name}.yaml", ["model.window_offset=[2,8]"])
+        cfg = load_config(REPO / f"configs/toy/{name}.yaml", ["model.window_offset=[3,5]"])
         sampler = RandomClipSampler(**build_method(cfg).clip_request())
-        assert sampler.offset == (2, 8) and not sampler.disjoint, name
+        assert sampler.offset == (3, 5) and not sampler.disjoint, name
+        cfg = load_config(REPO / f"configs/toy/{name}.yaml", ["model.window_offset=null"])
+        assert RandomClipSampler(**build_method(cfg).clip_request()).disjoint, name
