@@ -4,7 +4,8 @@ Every backbone is a stem followed by four residual stages ``layer1`` .. ``layer4
 several stages and DCLR reads activation maps off the last one, so besides ``forward`` (global
 average pool of the last stage, as in every paper's linear probe) a backbone offers
 ``features(x, stages)``: the feature map after each requested stage's final ReLU (so non-negative),
-running only as deep as the deepest stage asked for.
+running only as deep as the deepest stage asked for. The stages compute in the backbone's
+``precision`` (``use_precision``; fp32 by default) and return fp32 maps (``hdc_lib.precision``).
 
 Two families:
 - ``"r3d_18"``, ``"r2plus1d_18"``, ``"mc3_18"``: torchvision's video ResNets (the papers' backbones),
@@ -20,6 +21,7 @@ from torchvision.models import video
 from torchvision.models.video.resnet import BasicBlock, Conv3DSimple
 
 from hdc_lib.config import ConfigError
+from hdc_lib.precision import PRECISIONS, autocast
 
 STAGE_NAMES = ("layer1", "layer2", "layer3", "layer4")
 TORCHVISION_BACKBONES = {"r3d_18": video.r3d_18, "r2plus1d_18": video.r2plus1d_18, "mc3_18": video.mc3_18}
@@ -38,6 +40,8 @@ class Backbone(nn.Module):
     Attributes:
         stage_names: ``("layer1", "layer2", "layer3", "layer4")``, shallow to deep.
         channels: channel count of each stage's output, e.g. ``{"layer4": 512, ...}``.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``, what the stages compute in (set it with
+            ``use_precision``); the maps returned are fp32 whatever it is.
     """
 
     stage_names = STAGE_NAMES
@@ -51,6 +55,7 @@ class Backbone(nn.Module):
             self.add_module(name, stage)
         # Every stage ends with a BasicBlock whose second conv is followed by BatchNorm3d(C_out).
         self.channels = {name: stage[-1].conv2[1].num_features for name, stage in zip(STAGE_NAMES, stages)}
+        self.precision = "fp32"
 
     def features(self, x: torch.Tensor, stages: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
         """Feature maps (B, C_l, T_l, H_l, W_l) of the requested stages (default: all), shallow first.
@@ -64,16 +69,30 @@ class Backbone(nn.Module):
             raise ValueError(f"backbones.py: stages must be a non-empty subset of {STAGE_NAMES}, got {wanted}")
         depth = max(STAGE_NAMES.index(name) for name in wanted) + 1
         maps = {}
-        x = self.stem(x)
-        for name in STAGE_NAMES[:depth]:
-            x = getattr(self, name)(x)
-            if name in wanted:
-                maps[name] = x
-        return maps
+        with autocast(self.precision, x.device.type):
+            x = self.stem(x)
+            for name in STAGE_NAMES[:depth]:
+                x = getattr(self, name)(x)
+                if name in wanted:
+                    maps[name] = x
+        # Whatever ran inside, what reads the maps (heads, losses, activation maps) gets fp32.
+        return {name: feature_map.float() for name, feature_map in maps.items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Global average pool of the last stage over (T, H, W): (B, C_last)."""
         return self.features(x, STAGE_NAMES[-1:])[STAGE_NAMES[-1]].mean(dim=(2, 3, 4))
+
+
+def use_precision(model: nn.Module, precision: str) -> nn.Module:
+    """Make every backbone inside `model` (the online one, a momentum copy) compute in `precision`
+    (``"fp32"``, ``"bf16"`` or ``"fp16"``; resolve ``"auto"`` first with
+    ``hdc_lib.precision.resolve_precision``). Returns `model`."""
+    if precision not in PRECISIONS or precision == "auto":
+        raise ValueError(f"backbones.py: precision must be fp32, bf16 or fp16, got {precision!r}")
+    for module in model.modules():
+        if isinstance(module, Backbone):
+            module.precision = precision
+    return model
 
 
 def build_backbone(name: str, **kwargs) -> Backbone:

@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from hdc_lib.augment import SpatialAugment
-from hdc_lib.backbones import build_backbone
+from hdc_lib.backbones import build_backbone, use_precision
 from hdc_lib.checkpoint import backbone_state, load_checkpoint
 from hdc_lib.experiment import load_config
 from hdc_lib.features import cached_features, eval_datasets, extract_features
+from hdc_lib.precision import resolve_precision
 from hdc_lib.train import train
 
 
@@ -64,14 +65,18 @@ def retrieval_recall(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch
 
 # -- A finished run: its backbone, its cached features, fine-tuning --------------------------
 def load_backbone(run_dir: Path, checkpoint: str | None, overrides: list[str], device):
-    """The run's config (with overrides, e.g. another dataset) and its trained backbone."""
+    """The run's config (with overrides, e.g. another dataset) and its trained backbone, computing
+    in the run's train.precision (so features are extracted as fast as the device allows)."""
 
     cfg = load_config(run_dir / "config.yaml", overrides)
     path = Path(checkpoint) if checkpoint else run_dir / "final.pt"
     backbone = build_backbone(cfg.model.backbone, **cfg.model.backbone_kwargs)
     backbone.load_state_dict(backbone_state(load_checkpoint(path)["model"]))
+    precision = resolve_precision(cfg.train.precision, device)
+    use_precision(backbone, precision)
     stat = path.stat()
-    identity = {"checkpoint": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
+    identity = {"checkpoint": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
+                "precision": precision}
     return cfg, backbone.to(device), SpatialAugment(cfg.model.augment).center, identity
 
 

@@ -84,7 +84,9 @@ class TrainConfig:
     batch_size: int = 64                   # global: split over the ranks
     seed: int = 0
     device: str = "auto"                   # auto | cpu | cuda | cuda:N
-    amp: bool = True                       # bf16/fp16 autocast, on CUDA only
+    # What the backbone computes in: auto (the fastest correct for the device), fp32, bf16, fp16
+    # (hdc_lib/precision.py; heads, losses, maps and EMAs stay fp32 whatever is chosen).
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True             # channels_last_3d weights: faster 3D convs (results/bench.md)
     sync_bn: bool = False
     log_every: int = 10                    # steps
@@ -110,6 +112,17 @@ class RunConfig:
                 "optim": to_dict(self.optim), "train": to_dict(self.train)}
 
 
+def _without_amp(train: dict | None) -> dict | None:
+    """Runs written before train.precision existed say `amp: true` (autocast on CUDA, fp32 on
+    CPU) or `amp: false` (fp32): read them as precision auto or fp32, so they still evaluate."""
+    if not isinstance(train, dict) or "amp" not in train:
+        return train
+    train = dict(train)
+    amp = train.pop("amp")
+    train.setdefault("precision", "auto" if amp else "fp32")
+    return train
+
+
 def run_config_from_dict(raw: dict) -> RunConfig:
     """Validate and build a RunConfig from a plain dict."""
     raw = dict(raw)
@@ -125,7 +138,7 @@ def run_config_from_dict(raw: dict) -> RunConfig:
         model=from_dict(METHODS[method][1], raw.get("model"), "model."),
         data=from_dict(DataConfig, raw.get("data"), "data."),
         optim=from_dict(OptimConfig, raw.get("optim"), "optim."),
-        train=from_dict(TrainConfig, raw.get("train"), "train."),
+        train=from_dict(TrainConfig, _without_amp(raw.get("train")), "train."),
     )
     if cfg.data.dataset == "toyworld":  # the world's arguments fail now, not when it is rendered
         try:

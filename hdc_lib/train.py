@@ -10,9 +10,11 @@ What it guarantees:
   `--resume` after a kill ends with the same weights as an uninterrupted run (on CPU, bit for bit).
 - Nothing lost. Checkpoints are atomic; SIGTERM / Ctrl-C write one before exiting; a non-finite
   loss stops the run with a message and leaves the last good checkpoint.
-- Device-agnostic. CUDA if present (autocast bf16 where supported, else fp16 with a grad scaler),
-  otherwise CPU in fp32. Under DDP: gloo on CPU, NCCL on CUDA, per-rank data shards, keys gathered
-  across ranks inside the losses, optional SyncBatchNorm, rank 0 logs and checkpoints.
+- Device-agnostic. CUDA if present, otherwise CPU; the backbones compute in `train.precision`
+  (`auto`: the fastest precision the device computes correctly, hdc_lib/precision.py; fp16 with a
+  grad scaler), everything after them in fp32. Under DDP: gloo on CPU, NCCL on CUDA, per-rank
+  data shards, keys gathered across ranks inside the losses, optional SyncBatchNorm, rank 0 logs
+  and checkpoints.
 """
 from __future__ import annotations
 
@@ -32,8 +34,10 @@ from hdc_lib.checkpoint import (backbone_state, checkpoint_name, load_checkpoint
                                 prune_checkpoints, save_checkpoint)
 from hdc_lib.config import ConfigError
 from hdc_lib.data.samplers import RandomClipSampler
+from hdc_lib.backbones import use_precision
 from hdc_lib.experiment import RunConfig, build_dataset, build_method, build_optimizer
 from hdc_lib.features import knn_monitor
+from hdc_lib.precision import grad_scaler, resolve_precision
 from hdc_lib.runtime import setup
 
 log = logging.getLogger(__name__)
@@ -87,14 +91,6 @@ def epoch_batches(num_items: int, batch_per_rank: int, seed: int, epoch: int, ra
 
 def step_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + rank) % (2 ** 63)
-
-
-def autocast(device: torch.device, enabled: bool):
-    """bf16 (or fp16) autocast on CUDA; nothing elsewhere (CPU runs in fp32)."""
-    if not enabled or device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
 
 
 class _StopRequest:
@@ -152,6 +148,8 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
     train_set = build_dataset(cfg, train=True, clip_sampler=None, progress=progress and ctx.is_main)
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     method = build_method(cfg, num_classes=len(train_set.classes)).to(ctx.device)
+    precision = resolve_precision(tc.precision, ctx.device)
+    use_precision(method, precision)  # the backbones compute in it; heads, losses, EMAs in fp32
     if tc.channels_last:  # the convolutions then run channels-last (their inputs are converted)
         method.to(memory_format=torch.channels_last_3d)
     train_set.clip_sampler = RandomClipSampler(**method.clip_request())
@@ -168,8 +166,7 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
         raise ConfigError(f"{len(train_set)} training videos are fewer than one batch "
                           f"(train.batch_size={tc.batch_size})", key="train.batch_size")
     optimizer, scheduler = build_optimizer(cfg.optim, method.trainable_parameters(), batches_per_epoch, tc.epochs)
-    use_scaler = tc.amp and ctx.device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    scaler = grad_scaler(precision, ctx.device)
 
     epoch, start_step = 0, 0
     generator_state = None
@@ -218,7 +215,10 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
                     if isinstance(value, float):
                         writer.add_scalar(key, value, entry.get("global_step", entry.get("epoch", 0)))
 
-    summary = {"out_dir": str(out), "interrupted": None, "epochs": tc.epochs, "method": method}
+    summary = {"out_dir": str(out), "interrupted": None, "epochs": tc.epochs, "method": method,
+               "precision": precision}
+    if ctx.is_main:
+        log.info("backbone precision: %s (train.precision=%s on %s)", precision, tc.precision, ctx.device)
     with _StopRequest() as stop:
         while epoch < tc.epochs:
             train_set.set_epoch(epoch)
@@ -238,11 +238,10 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
             tick, clips_seen = time.perf_counter(), 0
             for step, batch in enumerate(loader, start=start_step):
                 windows = batch["video"].to(ctx.device, non_blocking=True)
-                # Views in fp32 (augmentation is cheap and precision-sensitive); the model in autocast.
+                # Views in fp32; the backbones compute in `precision`, the rest of the model in fp32.
                 views = method.make_views(windows, generator=generator)
                 views["label"] = batch["label"].to(ctx.device)
-                with autocast(ctx.device, tc.amp):
-                    loss, logs = model(views)
+                loss, logs = model(views)
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(
                         f"non-finite loss {loss.item()} at epoch {epoch + 1}, step {step}; the last good "

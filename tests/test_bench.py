@@ -41,7 +41,7 @@ def test_backbone_passes_record_what_the_method_runs(name, grad_clips_per_video,
     views = method.make_views(bench.random_windows(method, batch, size=24), generator=torch.Generator().manual_seed(0))
     optimizer = torch.optim.SGD(method.trainable_parameters(), lr=0.1)
     with bench.BackbonePasses(method) as passes:
-        bench.make_step(method, optimizer, views, torch.device("cpu"))()
+        bench.make_step(method, optimizer, views)()
     assert passes.clips == total_clips_per_video * batch
     assert sum(shape[0] for shape, _, grad in passes.calls if grad) == grad_clips_per_video * batch
     assert all(shape[2:] == (cfg.model.clip_frames, 16, 16) for shape, _, _ in passes.calls)
@@ -57,7 +57,7 @@ def test_momentum_key_passes_are_recorded_without_gradient():
     cfg, method = bench.toy_method("coupled", ("model.augment.size=16", "model.queue_size=128"))
     views = method.make_views(bench.random_windows(method, 2, size=24), generator=torch.Generator().manual_seed(0))
     with bench.BackbonePasses(method) as passes:
-        bench.make_step(method, torch.optim.SGD(method.trainable_parameters(), lr=0.1), views, torch.device("cpu"))()
+        bench.make_step(method, torch.optim.SGD(method.trainable_parameters(), lr=0.1), views)()
     method.backbone.features(views["a"], ("layer4",))  # after the block: not recorded
     assert [(shape[0], grad) for shape, _, grad in passes.calls] == [(4, True), (4, False)]
 
@@ -84,18 +84,24 @@ def test_stall_methods_scaling_and_report(tiny_world, tmp_path):
     assert methods[0]["peak_mb"] > 0 and methods[0]["overhead"] > 0
     scaling = bench.bench_scaling({"batch": (2, 4), "levels": (1, 3)}, repeats=1, base_batch=2)
     assert [v for v, _ in scaling["levels"]] == [1, 3]
+    precision = bench.bench_precision(batch=2, repeats=1, methods=("coupled",))
+    row = precision["rows"][0]
+    assert row["toy_speedup"] == pytest.approx(row["toy_fp32_s"] / row["toy_low_s"])
+    assert row["model_speedup"] == pytest.approx(row["model_fp32_s"] / row["model_low_s"])
+    assert precision["precision"] == methods[0]["precision"] == bench.resolve_precision("auto", "cpu")
 
     results = tmp_path / "results"
     results.mkdir()
     (results / "bench.md").write_text("old table\n" + bench.HISTORY_MARKER + "\n## History\nbefore -> after\n")
     report = {"quick": True, "machine": "test", "seconds": 1.0, "stall": stall, "methods": methods,
-              "scaling": scaling, "decode": bench.bench_decode(num_items=1, clip_frames=2, synthetic_videos=1,
+              "scaling": scaling, "precision": precision, "decode": bench.bench_decode(num_items=1, clip_frames=2, synthetic_videos=1,
                                                                synthetic_frames=4, synthetic_size=16, repeats=1),
               "augment": bench.bench_augment(batch=2, frames=2, in_size=16, out_size=8, repeats=1)}
     path = bench.write_report(report, results, tmp_path / "figures", "hdc bench --quick")
     text = path.read_text()
     assert "old table" not in text and text.endswith("## History\nbefore -> after\n")
     assert "| 4. method overhead | worst: coupled" in text and "Skipped: no CUDA device" in text
+    assert f"| 8. precision | auto = {precision['precision']}" in text and "## 8. Precision" in text
     assert (tmp_path / "figures" / "bench_scaling.png").stat().st_size > 0
     assert json.loads((results / "bench.json").read_text())["machine"] == "test"
 
@@ -122,3 +128,72 @@ def test_wall_times_section_reads_the_runs(tmp_path):
                                                               "seconds": {"00_data.ipynb": 21.4}}))
     text = "\n".join(bench.wall_times_section(tmp_path))
     assert "10 epochs x 3 seeds): 18.6 min" in text and "00_data.ipynb: 21 s" in text
+
+
+def test_precision_probes_table_compares_the_means_against_the_seed_spread():
+    def run(seed, precision, biased, scene, seconds):
+        return {"seed": seed, "precision": precision, "train_s": seconds,
+                "probes": {"action_biased": biased, "action_biased@layer2": 0.0, "scene": scene, "R@1": 0.5}}
+    result = {"precision": "bf16", "runs": [
+        run(0, "fp32", 0.30, 0.50, 100), run(0, "bf16", 0.32, 0.80, 60),
+        run(1, "fp32", 0.34, 0.52, 110), run(1, "bf16", 0.30, 0.82, 55),
+        run(2, "fp32", 0.32, 0.48, 90), run(2, "bf16", 0.34, 0.78, 50)]}
+    lines = bench.precision_probes_table(result)
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| ") and "---" not in line}
+    assert set(rows) == {"probe", "action_biased", "scene", "R@1"}  # headline probes only, not @layerN
+    # action_biased: means 0.32 vs 0.32, sd 0.02 each: difference 0 within 2 SE = 2 sqrt(2 * 0.02^2 / 3)
+    assert "0.320 ± 0.020 | 0.320 ± 0.020 | +0.000 | yes (2 SE 0.033)" in rows["action_biased"]
+    assert "+0.300 | **no**" in rows["scene"]  # 0.30 apart, sd 0.02: far outside the seeds' spread
+    assert "yes (2 SE 0.000)" in rows["R@1"]  # identical everywhere
+    assert lines[-1] == "Training time per run (median): fp32 100 s, bf16 55 s (1.82x)."
+
+
+@pytest.mark.slow
+def test_precision_probes_trains_both_precisions_per_seed(tiny_world, tmp_path):
+    overrides = (f"data.toyworld={json.dumps(TINY_WORLD)}", "train.batch_size=8", "model.augment.size=24")
+    result = bench.precision_probes("supervised", seeds=(0, 1), epochs=1, world=tiny_world,
+                                    out_dir=tmp_path / "runs", num_clips=1, overrides=overrides)
+    chosen = bench.resolve_precision("auto", "cpu")
+    assert [(r["seed"], r["precision"]) for r in result["runs"]] == [
+        (s, p) for s in (0, 1) for p in dict.fromkeys(("fp32", chosen))]
+    assert all(0 <= r["probes"]["action_biased"] <= 1 and r["train_s"] > 0 for r in result["runs"])
+    assert (tmp_path / "runs" / "supervised" / chosen / "seed1" / "final.pt").exists()
+    if chosen != "fp32":
+        assert bench.precision_probes_table(result)[0].startswith(f"| probe | fp32 | {chosen} |")
+
+
+@pytest.mark.slow
+def test_bench_device_runs_the_paper_presets_on_a_miniature_dataset(ucf101_layout, tmp_path, capsys):
+    """`hdc bench --device cpu`, the path a GPU takes too, scaled down to seconds: a preset reading a
+    miniature UCF101 tree through its loader, then one whose data.root is missing (random windows)."""
+    from hdc_lib.cli import main
+
+    small = ["model.augment.size=16", "model.clip_frames=2", "data.frame_size=[20,24]", "model.shuffle_bn_groups=2",
+             "data.workers=0", f"data.split_dir={ucf101_layout['splits']}"]
+    command = ["bench", "--device", "cpu", "--steps", "1", "--batch", "4", "--results", str(tmp_path),
+               *[f"--set={o}" for o in small]]
+    assert main([*command, f"--set=data.root={ucf101_layout['videos']}",
+                 "--presets", "configs/ucf101/hdc_r2plus1d.yaml"]) == 0
+    with_data = json.loads((tmp_path / "bench_cpu.json").read_text())[0]
+    assert main([*command, "--presets", "configs/kinetics400/coupled_r2plus1d.yaml"]) == 0
+    without_data = json.loads((tmp_path / "bench_cpu.json").read_text())[0]
+    assert with_data["preset"] == "ucf101/hdc_r2plus1d" and with_data["batch"] == 4
+    assert with_data["clips_per_step"] == 2 * 3 * 4  # v1, v2, v3 of 4 videos, online and momentum passes
+    assert with_data["clips_per_s"] == pytest.approx(24 / with_data["step_s"])
+    assert with_data["margin"] == pytest.approx(with_data["loader_videos_per_s"] / with_data["step_videos_per_s"])
+    assert with_data["tflops"] > 0 and with_data["peak_mb"] > 0
+    assert with_data["precision"] == bench.resolve_precision("auto", "cpu")
+    assert without_data["preset"] == "kinetics400/coupled_r2plus1d"
+    assert without_data["margin"] is None and "not found" in without_data["data"]
+    text = (tmp_path / "bench_cpu.md").read_text()
+    assert "| kinetics400/coupled_r2plus1d |" in text and "| n/a |" in text
+    assert "written:" in capsys.readouterr().out
+
+
+def test_a_preset_out_of_memory_is_a_row_not_a_crash(monkeypatch):
+    def out_of_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+    monkeypatch.setattr(bench, "_bench_preset", out_of_memory)
+    rows = bench.bench_presets("cpu", steps=1, presets=bench.PAPER_PRESETS[:1])
+    assert rows == [{"preset": "ucf101/coupled_r2plus1d", "batch": 64, "error": "out of memory at batch 64 (try --batch)"}]
+    assert "| ucf101/coupled_r2plus1d | | 64 | out of memory at batch 64" in bench.format_presets(rows, "c", "test")
