@@ -3,9 +3,12 @@
 The features (N uniform clips per video, centre crop, each stage's GAP averaged over the clips)
 and the kNN monitor come from `features.py`; on top of them:
 
-- Linear probe: multinomial logistic regression. A linear classifier's mean of logits over clips
-  equals its logits of the mean feature, so averaging features first is the video-level
-  protocol exactly.
+- Linear probe: multinomial logistic regression on features standardised with the fit set's
+  statistics, its L2 strength chosen by stratified 5-fold cross-validation inside the fit set and
+  then refitted on all of it; nothing it is scored on is seen. A linear classifier's mean of logits
+  over clips equals its logits of the mean feature, so averaging features first is the video-level
+  protocol exactly. Every fold, strength and feature level is one row of a batched L-BFGS, so the
+  toy world's probes (`probes.py`: five probes at three levels) cost seconds.
 - Retrieval: test videos query the train videos; features mean-centred (train mean), L2-normalised;
   R@k = share of queries with a same-class video among their k nearest.
 - Fine-tuning: the supervised method started from the pretrained backbone (`finetune`).
@@ -15,6 +18,8 @@ The toy world's factor probes are in `probes.py`; `hdc eval` (cli.py) runs any o
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,26 +35,213 @@ from hdc_lib.precision import resolve_precision
 from hdc_lib.train import train
 
 
+# -- Linear probes: L2-regularised multinomial logistic regression, strength chosen by CV ----------
+# lambda of L = CE + lambda/2 ||W||^2 on standardised features, one per decade: from 1e-4 (weaker
+# than scikit-learn's default C = 1, i.e. lambda = 1/n, for every fit set here) to 10, where only
+# the class priors are left.
+L2_STRENGTHS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+CV_FOLDS = 5
+
+
+def stratified_folds(labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Fold 0..k-1 of every item: items in class order (dataset order within a class) dealt round
+    robin, the count running on across classes. Each class spreads over the folds as evenly as its
+    size allows, fold sizes differ by at most one, and the same labels always give the same folds."""
+    folds = torch.empty_like(labels)
+    folds[torch.sort(labels, stable=True).indices] = torch.arange(len(labels)) % k
+    return folds
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, present: torch.Tensor,
+                 strength: float, init: torch.Tensor | None = None, tolerance: float = 1e-4,
+                 max_iter: int = 1000, history: int = 10) -> torch.Tensor:
+    """Independent L2-regularised multinomial logistic regressions, one per row r, by batched L-BFGS.
+
+    Row r minimises L_r(theta) = sum_i w_ri CE(x_ri theta, y_ri) / sum_i w_ri + lambda/2 ||theta[1:]||^2
+    over theta (D+1, C); x_ri[0] = 1, so theta[0] is the (unpenalised) bias. x: (R, n, D+1),
+    y: (R, n), weight: (R, n) >= 0 (0 = not in this fit), present: (R, C) bool, the classes the row
+    has examples of (the others get logit -inf: a class absent from a fit cannot be predicted).
+    Every row has its own step sizes (Armijo backtracking), and stops once max |dL_r/dtheta| <=
+    tolerance (scikit-learn's default rule), so it ends where it would have ended alone.
+    `init` warm-starts (a neighbouring strength's solution). Returns theta (R, D+1, C).
+    """
+    rows, _, width = x.shape
+    share = weight / weight.sum(1, keepdim=True)
+    unused = share == 0
+    onehot = F.one_hot(y, present.shape[1]).to(x.dtype)
+    absent = torch.zeros(present.shape, dtype=x.dtype).masked_fill(~present, -torch.inf)[:, None]
+    penalised = torch.ones(width, 1, dtype=x.dtype)
+    penalised[0] = 0.0
+
+    def dot(a, b):  # per-row inner product of two (R, D+1, C) tensors
+        return (a * b).sum((1, 2))
+
+    def objective(theta, r=slice(None)):  # loss and gradient of rows r at their theta
+        logits = x[r] @ theta + absent[r]
+        log_p = logits - logits.logsumexp(2, keepdim=True)  # 4x faster than log_softmax at C ~ 8
+        # -log p(y_i); items outside the fit may be of an absent class (-inf): they weigh 0
+        nll = (-log_p.gather(2, y[r, :, None])[..., 0]).masked_fill(unused[r], 0.0)
+        loss = (share[r] * nll).sum(1) + 0.5 * strength * dot(penalised * theta, theta)
+        # dL/dtheta = sum_i w_i x_i (p_i - onehot_i) / sum w + lambda theta (bias row unpenalised)
+        grad = x[r].mT @ ((log_p.exp() - onehot[r]) * share[r, :, None]) + strength * penalised * theta
+        return loss, grad
+
+    theta = torch.zeros(rows, width, present.shape[1], dtype=x.dtype) if init is None else init.clone()
+    loss, grad = objective(theta)
+    steps, changes, inverse_curvature = [], [], []  # the last `history` (s, y, 1/s.y) of every row
+    scale = torch.ones(rows, dtype=x.dtype)         # s.y / y.y: the initial inverse Hessian guess
+    done = torch.zeros(rows, dtype=torch.bool)
+    for _ in range(max_iter):
+        done |= grad.abs().amax((1, 2)) <= tolerance
+        if done.all():
+            break
+        # Two-loop recursion: direction = -H grad, H the L-BFGS inverse Hessian of each row.
+        q, alphas = grad.clone(), []
+        for s, g, rho in zip(reversed(steps), reversed(changes), reversed(inverse_curvature)):
+            alphas.append(rho * dot(s, q))
+            q -= alphas[-1][:, None, None] * g
+        q *= scale[:, None, None]
+        for s, g, rho, alpha in zip(steps, changes, inverse_curvature, reversed(alphas)):
+            q += (alpha - rho * dot(g, q))[:, None, None] * s
+        direction = torch.where((dot(grad, q) <= 0)[:, None, None], grad, q).neg()  # else steepest
+        direction[done] = 0.0
+        slope = dot(grad, direction)
+        # Armijo backtracking per row, re-evaluating only the rows that must step back; the very
+        # first step is scaled down like torch's L-BFGS.
+        t = torch.ones(rows, dtype=x.dtype) if steps else (1 / grad.abs().sum((1, 2))).clamp(max=1)
+        new_loss, new_grad = objective(theta + t[:, None, None] * direction)
+        for _ in range(40):
+            retry = torch.nonzero((new_loss > loss + 1e-4 * t * slope) & ~done).flatten()
+            if len(retry) == 0:
+                break
+            t[retry] /= 2
+            new_loss[retry], new_grad[retry] = objective(
+                theta[retry] + t[retry, None, None] * direction[retry], retry)
+        accepted = (new_loss <= loss + 1e-4 * t * slope) | done
+        # A row whose loss no longer falls is as converged as float64 allows (below |grad| ~ 1e-8
+        # the decrease a step can make is under the loss's rounding): stop it where it is.
+        stalled = ~accepted | (new_loss >= loss)
+        done |= stalled
+        t[stalled] = 0.0
+        new_loss = torch.where(stalled, loss, new_loss)
+        new_grad = torch.where(stalled[:, None, None], grad, new_grad)
+        s, g = t[:, None, None] * direction, new_grad - grad
+        sy = dot(s, g)
+        curved = sy > 1e-12  # a pair without positive curvature would break H; it then adds nothing
+        inverse_curvature.append(torch.where(curved, 1 / sy.clamp_min(1e-300), 0.0))
+        steps.append(s)
+        changes.append(g)
+        scale = torch.where(curved, sy / dot(g, g).clamp_min(1e-300), scale)
+        if len(steps) > history:
+            del steps[0], changes[0], inverse_curvature[0]
+        theta, loss, grad = theta + s, new_loss, new_grad
+    return theta
+
+
+@contextmanager
+def one_thread():
+    """Run the probe solver (as a decorator, or `with`) on one CPU thread. Its tensors are small
+    (rows x n x D, about 1e5-1e6 numbers), so OpenMP fan-out gains little, and on a busy 2-core
+    machine every parallel region waits for a descheduled thread: one half-split probe took
+    1.8-2.0 s on one thread and 13-37 s on two with other jobs running."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass(frozen=True)
+class ProbeFit:
+    predictions: torch.Tensor  # (S, L, n): class of every item by fit set s's probe at level l
+    strength: torch.Tensor     # (S, L): the lambda cross-validation chose inside fit set s
+    cv_accuracy: torch.Tensor  # (S, L, G): held-out accuracy of each L2_STRENGTHS inside fit set s
+
+
+@one_thread()
+def fit_probes(features, labels: torch.Tensor, fit: torch.Tensor, strengths=L2_STRENGTHS,
+               folds: int = CV_FOLDS, tolerance: float = 1e-4) -> ProbeFit:
+    """Linear probes of several feature levels, each fitted on several fit sets at once.
+
+    features: L tensors (n, D_l), the same n items at each level; labels: (n,); fit: (S, n) bool.
+    For every fit set and level: stratified k-fold cross-validation inside the fit set (k =
+    min(folds, its size)) scores every strength by pooled held-out accuracy; the best wins (ties:
+    the stronger), and is refitted on the whole fit set. Every fit standardises with its own
+    training items' mean and std. Items outside the fit set are predicted, never read by a fit.
+    """
+    levels = [f.double() for f in features]
+    width = max(f.shape[1] for f in levels)
+    num_classes = int(labels.max()) + 1
+    members = [torch.nonzero(row).flatten() for row in fit]
+    size = max(len(m) for m in members)
+    # One task per (fit set, training part): the k CV training parts, then the whole fit set (last).
+    tasks = []  # (fit set, items' positions in the fit set it trains on, held-out positions)
+    for s, items in enumerate(members):
+        k = min(folds, len(items))
+        if k > 1:  # (one item holds nothing out: every strength ties, and the tie rule decides)
+            inner = stratified_folds(labels[items], k)
+            tasks += [(s, inner != j, inner == j) for j in range(k)]
+        tasks.append((s, torch.ones(len(items), dtype=torch.bool), None))
+    # Fit sets padded to a common size with weight-0 items, then every task standardised apart.
+    y = torch.zeros(len(tasks), size, dtype=torch.long)
+    weight = torch.zeros(len(tasks), size, dtype=torch.float64)
+    x = torch.zeros(len(levels), len(tasks), size, width + 1, dtype=torch.float64)
+    stats = []  # each task's (mean, std) per level, to standardise the items a refit predicts
+    for t, (s, train, _) in enumerate(tasks):
+        items = members[s]
+        y[t, :len(items)], weight[t, :len(items)] = labels[items], train.double()
+        stats.append([])
+        for l, f in enumerate(levels):
+            mean, std = f[items[train]].mean(0), f[items[train]].std(0, unbiased=False).clamp_min(1e-6)
+            stats[-1].append((mean, std))
+            x[l, t, :len(items), 0] = 1.0
+            x[l, t, :len(items), 1:f.shape[1] + 1] = (f[items] - mean) / std
+    present = torch.zeros(len(tasks), num_classes, dtype=torch.bool)
+    for t in range(len(tasks)):
+        present[t, y[t][weight[t] > 0]] = True
+    per_level = len(levels), 1  # rows are (level, task), level-major, like x.flatten(0, 1)
+    thetas, theta = {}, None
+    for strength in sorted(strengths, reverse=True):  # the path from strong to weak, warm-started
+        theta = fit_logistic(x.flatten(0, 1), y.repeat(per_level), weight.repeat(per_level),
+                             present.repeat(per_level), strength, theta, tolerance)
+        thetas[strength] = theta.view(len(levels), len(tasks), width + 1, num_classes)
+
+    absent = torch.zeros(present.shape, dtype=torch.float64).masked_fill(~present, -torch.inf)
+    grid = torch.tensor(strengths, dtype=torch.float64)
+    cv_correct = torch.zeros(len(members), len(levels), len(strengths), dtype=torch.float64)
+    for t, (s, _, held_out) in enumerate(tasks):
+        if held_out is None:
+            continue
+        for g, strength in enumerate(strengths):
+            logits = x[:, t, :len(members[s])][:, held_out] @ thetas[strength][:, t] + absent[t]
+            cv_correct[s, :, g] += (logits.argmax(2) == labels[members[s]][held_out]).sum(1)
+    cv_accuracy = cv_correct / torch.tensor([len(m) for m in members])[:, None, None]
+    # The best held-out accuracy wins; among ties the strongest lambda (the simplest probe).
+    strongest_first = grid.argsort(descending=True)
+    ranked = cv_accuracy[..., strongest_first]
+    chosen = strongest_first[(ranked == ranked.max(2, keepdim=True).values).int().argmax(2)]  # (S, L)
+    refit = [t for t, (_, _, held_out) in enumerate(tasks) if held_out is None]
+    predictions = torch.empty(len(members), len(levels), len(labels), dtype=torch.long)
+    for s, t in enumerate(refit):
+        for l, f in enumerate(levels):
+            mean, std = stats[t][l]
+            theta = thetas[strengths[chosen[s, l]]][l, t]
+            z = torch.cat([torch.ones(len(f), 1, dtype=f.dtype), (f - mean) / std], 1)
+            predictions[s, l] = (z @ theta[:f.shape[1] + 1] + absent[t]).argmax(1)
+    return ProbeFit(predictions, grid[chosen], cv_accuracy)
+
+
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-                 test_y: torch.Tensor, weight_decay: float = 1e-4, max_iter: int = 200) -> float:
-    """Accuracy of a multinomial logistic regression fitted by L-BFGS on standardised features."""
-    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
-    x, xt = ((train_x - mean) / std).double(), ((test_x - mean) / std).double()
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
-    weight = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def objective():
-        optimizer.zero_grad()
-        # L = CE(xW + b, y) + lambda/2 ||W||^2
-        loss = F.cross_entropy(x @ weight + bias, train_y) + 0.5 * weight_decay * weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(objective)
-    with torch.no_grad():
-        return ((xt @ weight + bias).argmax(1) == test_y).double().mean().item()
+                 test_y: torch.Tensor) -> float:
+    """Test accuracy of the multinomial logistic regression fitted on train (L2 strength chosen by
+    cross-validation inside train, standardised with train's statistics)."""
+    n = len(train_y)
+    fit = torch.zeros(1, n + len(test_y), dtype=torch.bool)
+    fit[0, :n] = True
+    # the test labels only size the class count; no fit reads them
+    result = fit_probes([torch.cat([train_x, test_x])], torch.cat([train_y, test_y]), fit)
+    return (result.predictions[0, 0, n:] == test_y).double().mean().item()
 
 
 def retrieval_recall(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,

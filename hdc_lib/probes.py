@@ -2,13 +2,19 @@
 
 The toy world records every factor of every video (manifest.csv) and the moving object's mask in
 every frame (masks.npz), so the papers' claims become measurements (docs/methods.md, "Toy-world
-probes"):
+probes"). Every linear probe is `evaluate.fit_probes`: L2 strength chosen by cross-validation
+inside its fit set, never on the videos it is scored on. Each runs at every level from layer2 up
+(the levels HDC taps), keyed "name@stage"; the plain name is the last stage, the headline.
 
-- action (motion) accuracy: a linear probe fitted on the (scene-biased) train split, tested on the
-  scene-unbiased test split. A backbone that reads the background instead of the motion loses here.
-- object and scene accuracy: linear probes fitted on one half of the test split and tested on the
-  other (and the reverse, averaged): how much appearance and background the features carry.
-- retrieval R@k of test videos among train videos, by action.
+- action_biased: fitted on the scene-biased train split, scored on the scene-unbiased test split.
+  Does the representation resist the scene shortcut? A backbone that reads the background loses.
+- action_unbiased: fitted and scored on the test split, cross-fitted on class-stratified halves
+  (fit one half, score the other, and the reverse). Can the motion be read out at all?
+- direction: the same, 2-way, inside each time-reversed pair (right/left, down/up, clockwise/
+  anticlockwise, grow/shrink), averaged over the pairs; chance 0.5. No single frame shows it.
+- object, scene: cross-fitted on halves of the test split, where both are independent of the
+  action: how much appearance and background the features carry.
+- retrieval R@k of test videos among train videos, by action (last stage).
 - foreground activation ratio: share of activation-map mass on the moving object divided by the
   object's share of the frame (1 = no preference; above 1 = the model looks at the mover).
 """
@@ -21,9 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from hdc_lib.data.samplers import UniformClipSampler
-from hdc_lib.data.toyworld import Masks, load_manifest
+from hdc_lib.data.toyworld import ACTIONS, NUM_OBJECTS, REVERSE, SCENES, Masks, load_manifest
 from hdc_lib.dclr import activation_map
-from hdc_lib.evaluate import linear_probe, retrieval_recall
+from hdc_lib.evaluate import fit_probes, retrieval_recall, stratified_folds
 from hdc_lib.features import eval_datasets, extract_features
 
 
@@ -33,13 +39,80 @@ def relative_path(dataset, position: int) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
+PROBES = ("action_biased", "action_unbiased", "direction", "object", "scene")
+CHANCE = {"action_biased": 1 / len(ACTIONS), "action_unbiased": 1 / len(ACTIONS), "direction": 0.5,
+          "object": 1 / NUM_OBJECTS, "scene": 1 / len(SCENES)}
+# Each time-reversed pair once, as label ids in ACTIONS order (the datasets' class order).
+TIME_REVERSED_PAIRS = tuple(sorted({tuple(sorted((ACTIONS.index(a), ACTIONS.index(REVERSE[a]))))
+                                    for a in ACTIONS}))
+
+
+def probe_stages(backbone) -> tuple[str, ...]:
+    """The levels every probe reads: layer2 up, the ones HDC taps (layer1 is close to pixels)."""
+    return tuple(backbone.stage_names[1:])
+
+
+def cross_fitted_accuracy(features, labels: torch.Tensor) -> list[float]:
+    """Accuracy at each level (features: L tensors (n, D_l)) of probes cross-fitted on halves:
+    halves stratified by class, a probe fitted on each half scores the other; every item is
+    scored once, by the probe that did not see it."""
+    second = stratified_folds(labels, 2) == 1
+    fit = torch.stack([~second, second])
+    predictions = fit_probes(features, labels, fit).predictions            # (2, L, n)
+    scored_by_other = ((predictions[1] == labels) & ~second) | ((predictions[0] == labels) & second)
+    return scored_by_other.double().mean(1).tolist()
+
+
 def half_split_probe(features: torch.Tensor, labels: torch.Tensor) -> float:
-    """Linear-probe accuracy with two-fold cross-fitting over alternate items (fit A test B, fit B
-    test A, averaged): for factors that only the test split has unbiased."""
-    a = torch.arange(len(labels)) % 2 == 0
-    b = ~a
-    return 0.5 * (linear_probe(features[a], labels[a], features[b], labels[b])
-                  + linear_probe(features[b], labels[b], features[a], labels[a]))
+    """`cross_fitted_accuracy` of one feature level: for factors that only the test split has unbiased."""
+    return cross_fitted_accuracy([features], labels)[0]
+
+
+def direction_accuracy(features, labels: torch.Tensor, pairs=TIME_REVERSED_PAIRS) -> list[float]:
+    """Accuracy at each level of a 2-way probe inside each pair (a, b) of time-reversed actions,
+    cross-fitted on halves of the pair's items stratified by action, averaged over the pairs."""
+    fits, scores = [], []
+    is_second = torch.zeros(len(labels), dtype=torch.long)
+    for a, b in pairs:
+        is_second[labels == b] = 1
+        members = torch.nonzero((labels == a) | (labels == b)).flatten()
+        second = stratified_folds(labels[members], 2) == 1
+        for half in (~second, second):
+            fits.append(torch.zeros(len(labels), dtype=torch.bool).index_fill(0, members[half], True))
+            scores.append(torch.zeros(len(labels), dtype=torch.bool).index_fill(0, members[~half], True))
+    predictions = fit_probes(features, is_second, torch.stack(fits)).predictions  # (2 per pair, L, n)
+    correct = (predictions == is_second) & torch.stack(scores)[:, None]
+    per_pair = correct.view(len(pairs), 2, len(features), -1).sum((1, 3)).double()  # (pairs, L)
+    sizes = torch.stack(scores).view(len(pairs), 2, -1).sum((1, 2)).double()
+    return (per_pair / sizes[:, None]).mean(0).tolist()
+
+
+def factor_probes(train: dict[str, torch.Tensor], train_actions: torch.Tensor,
+                  test: dict[str, torch.Tensor], test_factors: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Every linear probe at every level. train, test: {stage: (N, D)} video features, stages shallow
+    to deep; train_actions: the train videos' action ids; test_factors: the test videos' "action",
+    "object" and "scene" ids. Returns "probe@stage" for every probe and stage, and "probe" for the
+    last stage."""
+    stages = list(test)
+    x_test = [test[s] for s in stages]
+    n_train = len(train_actions)
+    both = [torch.cat([train[s], test[s]]) for s in stages]
+    fit_on_train = torch.arange(n_train + len(x_test[0])) < n_train
+    # the test actions only size the class count: fit_probes reads no label outside the fit set
+    biased = fit_probes(both, torch.cat([train_actions, test_factors["action"]]), fit_on_train[None])
+    on_test = biased.predictions[0][:, n_train:]  # (L, test videos)
+    accuracy = {
+        "action_biased": (on_test == test_factors["action"]).double().mean(1).tolist(),
+        "action_unbiased": cross_fitted_accuracy(x_test, test_factors["action"]),
+        "direction": direction_accuracy(x_test, test_factors["action"]),
+        "object": cross_fitted_accuracy(x_test, test_factors["object"]),
+        "scene": cross_fitted_accuracy(x_test, test_factors["scene"]),
+    }
+    results = {}
+    for probe in PROBES:
+        results[probe] = accuracy[probe][-1]
+        results.update({f"{probe}@{stage}": a for stage, a in zip(stages, accuracy[probe])})
+    return results
 
 
 @torch.no_grad()
@@ -74,21 +147,20 @@ def foreground_ratio(backbone, dataset, masks: Masks, transform, device, sampler
 
 
 def toy_probes(cfg, backbone, transform, device, num_clips: int = 4) -> dict[str, float]:
-    """Every toy-world probe of one backbone, as a flat dict of numbers."""
+    """Every toy-world probe of one backbone, as a flat dict of numbers (all levels in one pass)."""
     world = Path(cfg.data.root)
     train_set, test_set = eval_datasets(cfg, num_clips=num_clips)
-    train = extract_features(backbone, train_set, transform, device)
-    test = extract_features(backbone, test_set, transform, device)
-    stage = backbone.stage_names[-1]
-    x_train, x_test = train["features"][stage], test["features"][stage]
+    stages = probe_stages(backbone)
+    train = extract_features(backbone, train_set, transform, device, stages=stages)
+    test = extract_features(backbone, test_set, transform, device, stages=stages)
     manifest = {row["path"]: row for row in load_manifest(world)}
     rows = [manifest[relative_path(test_set, int(i))] for i in test["index"]]
-    results = {
-        "action": linear_probe(x_train, train["labels"], x_test, test["labels"]),
-        "object": half_split_probe(x_test, torch.tensor([r["object_id"] for r in rows])),
-        "scene": half_split_probe(x_test, torch.tensor([r["scene_id"] for r in rows])),
-    }
-    results.update(retrieval_recall(x_train, train["labels"], x_test, test["labels"], ks=(1, 5, 10)))
+    factors = {"action": test["labels"], "object": torch.tensor([r["object_id"] for r in rows]),
+               "scene": torch.tensor([r["scene_id"] for r in rows])}
+    results = factor_probes(train["features"], train["labels"], test["features"], factors)
+    last = stages[-1]
+    results.update(retrieval_recall(train["features"][last], train["labels"], test["features"][last],
+                                    test["labels"], ks=(1, 5, 10)))
     full_frame = lambda clips: transform(clips, crop_fraction=1.0)  # noqa: E731 - keeps masks aligned
     sampler = UniformClipSampler(cfg.model.clip_frames, cfg.model.clip_stride, 1)
     test_set.clip_sampler = sampler

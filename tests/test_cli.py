@@ -69,7 +69,9 @@ def test_pretrain_then_every_evaluation(tiny_overrides, tmp_path, capsys):
         assert result["protocol"] == protocol
     assert 0.0 <= json.loads((run / "eval_linear.json").read_text())["accuracy"] <= 1.0
     assert {"R@1", "R@5", "R@10"} <= set(json.loads((run / "eval_retrieval.json").read_text()))
-    assert {"action", "object", "scene", "fg_ratio"} <= set(json.loads((run / "eval_probes.json").read_text()))
+    probes = set(json.loads((run / "eval_probes.json").read_text()))
+    assert {"action_biased", "action_unbiased", "direction", "object", "scene", "fg_ratio"} <= probes
+    assert {"direction@layer2", "direction@layer3", "direction@layer4"} <= probes  # every tapped level
     assert len(list((run / "features").glob("features_*.pt"))) == 2  # cached for the next call
     assert main(["eval", "finetune", "--run", str(run), "--clips", "2", "--epochs", "1", "--no-progress"]) == 0
     assert 0.0 <= json.loads((run / "eval_finetune.json").read_text())["accuracy"] <= 1.0

@@ -1,9 +1,16 @@
-"""The foreground activation ratio against a naive loop, and with an unreadable video skipped."""
+"""The factor probes against naive references on synthetic features whose answers are known; the
+foreground activation ratio against a naive loop, and with an unreadable video skipped."""
+import functools
+
 import numpy as np
+import pytest
 import torch
+from test_evaluate import naive_cv_probe, naive_folds, scikit_learn_on_one_thread  # noqa: F401 (a fixture)
 
 from hdc_lib.data.samplers import UniformClipSampler
-from hdc_lib.probes import foreground_ratio
+from hdc_lib import probes
+from hdc_lib.data.toyworld import ACTIONS
+from hdc_lib.probes import CHANCE, TIME_REVERSED_PAIRS, factor_probes, foreground_ratio
 
 T, S = 4, 8
 
@@ -76,3 +83,86 @@ def test_a_skipped_video_is_scored_with_the_mask_of_the_video_that_replaced_it()
     np.testing.assert_allclose(got, naive_ratio(videos, masks, [(0, 0), (2, 2), (2, 2)]), rtol=1e-5)
     by_position = naive_ratio(videos, masks, [(0, 0), (2, 1), (2, 2)])  # video 2 under video 1's mask
     assert abs(got - by_position) > 0.1
+
+
+# -- factor probes ---------------------------------------------------------------------------------
+PAIRS = [("anticlockwise", "clockwise"), ("down", "up"), ("grow", "shrink"), ("left", "right")]
+
+
+def one_hot(ids, size, scale=2.0):
+    return scale * torch.nn.functional.one_hot(ids, size).double()
+
+
+def synthetic_videos(seed=0, test_per_class=25, train_per_class=30):
+    """Test videos with independent action, object and scene; train videos whose scene is their
+    action's home scene 80% of the time (the toy world's bias). Two levels of features:
+    layer2 "motion": the direction inside the action's time-reversed pair on one dimension and the
+    scene on eight, no object; layer3 "first frame": what one frame shows, object and scene, no
+    direction. Plus noise dimensions on both."""
+    g = torch.Generator().manual_seed(seed)
+    second_of_pair = torch.tensor([float(any(a == b for _, b in PAIRS)) for a in ACTIONS])
+
+    def videos(per_class, biased):
+        action = torch.arange(len(ACTIONS)).repeat_interleave(per_class)
+        scene = torch.randint(0, 8, (len(action),), generator=g)
+        if biased:
+            home = torch.rand(len(action), generator=g) < 0.8
+            scene = torch.where(home, action % 8, scene)
+        obj = torch.randint(0, 10, (len(action),), generator=g)
+        noise = lambda d: 0.5 * torch.randn(len(action), d, generator=g, dtype=torch.float64)  # noqa: E731
+        motion = torch.cat([one_hot(second_of_pair[action].long(), 2), one_hot(scene, 8)], 1)
+        frame = torch.cat([one_hot(obj, 10), one_hot(scene, 8)], 1)
+        features = {"layer2": torch.cat([motion, noise(4)], 1) + noise(14),
+                    "layer3": torch.cat([frame, noise(2)], 1) + noise(20)}
+        return features, {"action": action, "object": obj, "scene": scene}
+
+    return videos(train_per_class, True), videos(test_per_class, False)
+
+
+def naive_cross_fit(x, y):
+    """Halves stratified by class; each half's probe scores the other half; pooled accuracy."""
+    half = np.array(naive_folds(list(y), 2))
+    correct = 0
+    for h in (0, 1):
+        _, _, predicted = naive_cv_probe(x[half == h], y[half == h], x[half != h])
+        correct += (predicted == y[half != h]).sum()
+    return correct / len(y)
+
+
+def naive_direction(x, actions):
+    accuracies = []
+    for a, b in PAIRS:
+        members = (actions == ACTIONS.index(a)) | (actions == ACTIONS.index(b))
+        accuracies.append(naive_cross_fit(x[members], (actions[members] == ACTIONS.index(b)).astype(int)))
+    return float(np.mean(accuracies))
+
+
+def test_the_time_reversed_pairs_are_the_worlds():
+    assert sorted(TIME_REVERSED_PAIRS) == sorted(tuple(sorted((ACTIONS.index(a), ACTIONS.index(b))))
+                                                 for a, b in PAIRS)
+
+
+@pytest.mark.slow
+def test_every_probe_at_every_level_matches_its_naive_reference_and_the_known_answer(monkeypatch):
+    (train, train_factors), (test, factors) = synthetic_videos()
+    # Both solvers converged tightly, so that no point on a decision boundary can flip between them.
+    monkeypatch.setattr(probes, "fit_probes", functools.partial(probes.fit_probes, tolerance=1e-7))
+    results = factor_probes(train, train_factors["action"], test, factors)
+    for stage in ("layer2", "layer3"):
+        x_train, x_test = train[stage].numpy(), test[stage].numpy()
+        action, y_train = factors["action"].numpy(), train_factors["action"].numpy()
+        naive = {"action_biased": (naive_cv_probe(x_train, y_train, x_test)[2] == action).mean(),
+                 "action_unbiased": naive_cross_fit(x_test, action),
+                 "direction": naive_direction(x_test, action),
+                 "object": naive_cross_fit(x_test, factors["object"].numpy()),
+                 "scene": naive_cross_fit(x_test, factors["scene"].numpy())}
+        for probe, value in naive.items():
+            assert results[f"{probe}@{stage}"] == pytest.approx(value, abs=1e-12), (probe, stage)
+    for probe in CHANCE:
+        assert results[probe] == results[f"{probe}@layer3"]  # the headline is the last stage
+    # The answers the features were built to give.
+    assert results["direction@layer2"] > 0.95
+    assert results["direction@layer3"] == pytest.approx(CHANCE["direction"], abs=0.1)  # no frame shows it
+    assert results["action_unbiased@layer2"] == pytest.approx(0.25, abs=0.1)  # direction, not which pair
+    assert results["scene@layer2"] > 0.9 and results["scene@layer3"] > 0.9
+    assert results["object@layer3"] > 0.9 and results["object@layer2"] < 0.25
