@@ -69,8 +69,8 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, present
     share = weight / weight.sum(1, keepdim=True)
     unused = share == 0
     onehot = F.one_hot(y, present.shape[1]).to(x.dtype)
-    absent = torch.zeros(present.shape, dtype=x.dtype).masked_fill(~present, -torch.inf)[:, None]
-    penalised = torch.ones(width, 1, dtype=x.dtype)
+    absent = torch.zeros(present.shape, dtype=x.dtype, device=x.device).masked_fill(~present, -torch.inf)[:, None]
+    penalised = torch.ones(width, 1, dtype=x.dtype, device=x.device)
     penalised[0] = 0.0
 
     def dot(a, b):  # per-row inner product of two (R, D+1, C) tensors
@@ -86,11 +86,12 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, present
         grad = x[r].mT @ ((log_p.exp() - onehot[r]) * share[r, :, None]) + strength * penalised * theta
         return loss, grad
 
-    theta = torch.zeros(rows, width, present.shape[1], dtype=x.dtype) if init is None else init.clone()
+    theta = (torch.zeros(rows, width, present.shape[1], dtype=x.dtype, device=x.device) if init is None
+             else init.clone())
     loss, grad = objective(theta)
     steps, changes, inverse_curvature = [], [], []  # the last `history` (s, y, 1/s.y) of every row
-    scale = torch.ones(rows, dtype=x.dtype)         # s.y / y.y: the initial inverse Hessian guess
-    done = torch.zeros(rows, dtype=torch.bool)
+    scale = torch.ones(rows, dtype=x.dtype, device=x.device)  # s.y / y.y: initial inverse Hessian
+    done = torch.zeros(rows, dtype=torch.bool, device=x.device)
     for _ in range(max_iter):
         done |= grad.abs().amax((1, 2)) <= tolerance
         if done.all():
@@ -108,7 +109,7 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, present
         slope = dot(grad, direction)
         # Armijo backtracking per row, re-evaluating only the rows that must step back; the very
         # first step is scaled down like torch's L-BFGS.
-        t = torch.ones(rows, dtype=x.dtype) if steps else (1 / grad.abs().sum((1, 2))).clamp(max=1)
+        t = torch.ones_like(scale) if steps else (1 / grad.abs().sum((1, 2))).clamp(max=1)
         new_loss, new_grad = objective(theta + t[:, None, None] * direction)
         for _ in range(40):
             retry = torch.nonzero((new_loss > loss + 1e-4 * t * slope) & ~done).flatten()
@@ -169,8 +170,10 @@ def fit_probes(features, labels: torch.Tensor, fit: torch.Tensor, strengths=L2_S
     min(folds, its size)) scores every strength by pooled held-out accuracy; the best wins (ties:
     the stronger), and is refitted on the whole fit set. Every fit standardises with its own
     training items' mean and std. Items outside the fit set are predicted, never read by a fit.
+    The solver runs on the CPU (features from any device): its tensors are small.
     """
-    levels = [f.double() for f in features]
+    levels = [f.detach().double().cpu() for f in features]
+    labels, fit = labels.cpu(), fit.cpu()
     width = max(f.shape[1] for f in levels)
     num_classes = int(labels.max()) + 1
     members = [torch.nonzero(row).flatten() for row in fit]
