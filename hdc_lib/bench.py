@@ -40,6 +40,7 @@ from hdc_lib.augment import AugmentConfig, SpatialAugment
 from hdc_lib.data.datasets import VideoDataset
 from hdc_lib.data.samplers import RandomClipSampler
 from hdc_lib.data.splits import read_split
+from hdc_lib.data.toyworld import ToyWorld
 from hdc_lib.data.video_io import video_info, write_video
 from hdc_lib.backbones import use_precision
 from hdc_lib.experiment import build_dataset, build_method, build_optimizer, load_config
@@ -344,9 +345,9 @@ def bench_precision(batch: int = 64, repeats: int = 5, methods: tuple[str, ...] 
     for name in methods:
         runs = {}
         for label, compute in (("fp32", "fp32"), ("low", chosen)):
-            _, method = toy_method(name)
+            cfg, method = toy_method(name)
             use_precision(method, compute)
-            windows = random_windows(method, batch)
+            windows = random_windows(method, batch, ToyWorld(**cfg.data.toyworld).size)  # the world's frames
             labels = torch.zeros(batch, dtype=torch.long)
             generator = torch.Generator().manual_seed(0)
             views = {**method.make_views(windows, generator=generator), "label": labels}

@@ -34,6 +34,9 @@ CONFIGS = {
     "blur": dict(ONLY_CROP, blur_p=1.0),
     "blur_kernel_11": dict(ONLY_CROP, blur_p=1.0, blur_kernel=11),
     "full_pipeline": dict(size=SIZE),
+    # the shuffle follows the jitter and precedes grey, blur and normalisation (the reference's order)
+    "channel_shuffle_full_pipeline": dict(size=SIZE, channel_shuffle_p=1.0),
+    "channel_shuffle_gray": dict(ONLY_CROP, channel_shuffle_p=1.0, gray_p=1.0),
 }
 
 
@@ -58,6 +61,7 @@ def torchvision_reference(clips, params, cfg):
             for op in (JITTER_OPS[j] for j in params.jitter_order[i].tolist()):
                 if getattr(cfg, op) != 0:  # ColorJitter skips an op of strength 0
                     x = TV_ADJUST[op](x, float(getattr(params, op)[i]))
+        x = x[:, params.channel_order[i]]  # (not in torchvision) out[c] = in[order[c]]
         if params.gray[i]:
             x = TF.rgb_to_grayscale(x, num_output_channels=3)
         if params.blur[i]:
