@@ -57,11 +57,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved_medians(runs: dict, repeats: int, device=torch.device("cpu"), warmup: int = 1) -> dict:
+def interleaved_medians(runs: dict, repeats: int, device=torch.device("cpu"), warmup: int = 1,
+                        clock=None) -> dict:
     """Median seconds of each zero-argument callable in `runs`, after `warmup` calls each.
 
     The calls are interleaved (a, b, a, b, ...) so every callable sees the same machine load.
+    `clock` is wall time (time.perf_counter) unless given, e.g. time.process_time: this process's
+    CPU time, which other jobs do not inflate (with one thread; more threads add their spin-waits).
     """
+    clock = clock or time.perf_counter
     for run in runs.values():
         for _ in range(warmup):
             run()
@@ -69,10 +73,10 @@ def interleaved_medians(runs: dict, repeats: int, device=torch.device("cpu"), wa
     for _ in range(repeats):
         for name, run in runs.items():
             _sync(device)
-            start = time.perf_counter()
+            start = clock()
             run()
             _sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
@@ -339,33 +343,43 @@ def bench_precision(batch: int = 64, repeats: int = 5, methods: tuple[str, ...] 
     CPU), two copies from the same initial weights, timed interleaved in this process:
     - model step: forward, backward and update on fixed views (what the precision changes);
     - toy step: the views made from uint8 windows (augmentation, fp32 in both), then the model step.
-    Also what `auto` looked at: AMX and the bf16 conv3d check."""
+    Timed on one thread in CPU time: on a shared machine the wall time of two threads mostly
+    measures the other jobs (two loaded runs gave ratios from 0.4x to 2.3x). Also what `auto`
+    looked at: AMX and the bf16 conv3d check."""
     chosen = resolve_precision(precision, "cpu")
-    rows = []
-    for name in methods:
-        runs = {}
-        for label, compute in (("fp32", "fp32"), ("low", chosen)):
-            cfg, method = toy_method(name)
-            use_precision(method, compute)
-            windows = random_windows(method, batch, ToyWorld(**cfg.data.toyworld).size)  # the world's frames
-            labels = torch.zeros(batch, dtype=torch.long)
-            generator = torch.Generator().manual_seed(0)
-            views = {**method.make_views(windows, generator=generator), "label": labels}
-            optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=1e-4)
-
-            def toy_step(method=method, windows=windows, labels=labels, generator=generator, optimizer=optimizer):
-                views = {**method.make_views(windows, generator=generator), "label": labels}
-                make_step(method, optimizer, views)()
-            runs[f"model {label}"] = make_step(method, optimizer, views)
-            runs[f"toy {label}"] = toy_step
-        seconds = interleaved_medians(runs, repeats)
-        rows.append({"method": name, "batch": batch,
-                     **{f"{kind}_{label}_s": seconds[f"{kind} {label}"] for kind in ("model", "toy")
-                        for label in ("fp32", "low")},
-                     "model_speedup": seconds["model fp32"] / seconds["model low"],
-                     "toy_speedup": seconds["toy fp32"] / seconds["toy low"]})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = [_precision_row(name, batch, repeats, chosen) for name in methods]
+    finally:
+        torch.set_num_threads(threads)
     return {"precision": chosen, "amx": cpu_has_amx(), "bf16_conv3d_agrees": conv3d_agrees("cpu", "bf16"),
             "rows": rows}
+
+
+def _precision_row(name: str, batch: int, repeats: int, chosen: str) -> dict:
+    """Two copies of method `name` (fp32 and `chosen`) and their timed model and toy steps."""
+    runs = {}
+    for label, compute in (("fp32", "fp32"), ("low", chosen)):
+        cfg, method = toy_method(name)
+        use_precision(method, compute)
+        windows = random_windows(method, batch, ToyWorld(**cfg.data.toyworld).size)  # the world's frames
+        labels = torch.zeros(batch, dtype=torch.long)
+        generator = torch.Generator().manual_seed(0)
+        views = {**method.make_views(windows, generator=generator), "label": labels}
+        optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=1e-4)
+
+        def toy_step(method=method, windows=windows, labels=labels, generator=generator, optimizer=optimizer):
+            views = {**method.make_views(windows, generator=generator), "label": labels}
+            make_step(method, optimizer, views)()
+        runs[f"model {label}"] = make_step(method, optimizer, views)
+        runs[f"toy {label}"] = toy_step
+    seconds = interleaved_medians(runs, repeats, clock=time.process_time)
+    return {"method": name, "batch": batch,
+            **{f"{kind}_{label}_s": seconds[f"{kind} {label}"] for kind in ("model", "toy")
+               for label in ("fp32", "low")},
+            "model_speedup": seconds["model fp32"] / seconds["model low"],
+            "toy_speedup": seconds["toy fp32"] / seconds["toy low"]}
 
 
 # -- the paper presets on a device (`hdc bench --device cuda`) --------------------------------------
@@ -766,7 +780,8 @@ def format_report(report: dict, command: str, results_dir: Path = Path("results"
         f"{pr['rows'][0]['batch']})",
         "",
         f"`train.precision=auto` chose {pr['precision']} ({why}). Two copies of each method from the same "
-        "initial weights, timed interleaved. Model step: forward, backward and update on fixed views (what "
+        "initial weights, timed interleaved on one thread in CPU time (other jobs on the machine do not "
+        "enter it). Model step: forward, backward and update on fixed views (what "
         "the precision changes); toy step: the views made from uint8 windows (fp32 augmentation), then the "
         "model step.",
         "",
