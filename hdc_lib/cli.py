@@ -100,9 +100,10 @@ def run_eval(args) -> int:
 def add_reproduce_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "reproduce", help="the toy-scale reproduction: every ablation, seeds, table and figures",
-        description="Train and evaluate every method and ablation on the toy world; write "
+        description="Train and evaluate the methods and ablations on the toy world; write "
                     "results/<preset>_ablation.md and figures/<preset>_*.png.")
-    parser.add_argument("--preset", choices=("toy", "smoke"), default="toy")
+    parser.add_argument("--preset", choices=("toy", "full", "smoke"), default="toy",
+                        help="toy: make demo's rows (< 25 min); full: every row at the converged budget")
     parser.add_argument("--world", help="toy-world folder (default data/toyworld[_smoke])")
     parser.add_argument("--runs", help="where the runs go (default runs/reproduce/<preset>)")
     parser.add_argument("--results", default="results")

@@ -1,19 +1,22 @@
-"""The toy-scale reproduction behind `make demo`: every ablation of the two papers on the toy world,
-several seeds, evaluated by the toy-world probes, written as a table and figures.
+"""The toy-scale reproduction behind `make demo`: the two papers' ablations on the toy world, several
+seeds, one budget, evaluated by the toy-world probes, written as a table of claims and figures.
 
-    hdc reproduce --preset toy      # results/toy_ablation.md + figures/toy_*.png (the demo)
+    hdc reproduce --preset toy      # results/toy_ablation.md + figures/toy_*.png (the demo, < 25 min)
+    hdc reproduce --preset full     # every row, 3 seeds, the converged budget (hours on 2 cores)
     hdc reproduce --preset smoke    # a minute-scale run of the same pipeline (used by the tests)
 
-Rows: the coupled baseline; HDC's ablations (SC only, TC only, single level, hierarchical with
-uniform weights, hierarchical with invariance weights); DCLR; and two references, a randomly
-initialised backbone and the same backbone trained on the labels. Every run is a normal
-`hdc pretrain` run in runs/reproduce/<preset>/<variant>/seed<k>: an interrupted reproduction
-resumes where it stopped, and a finished run is not trained again.
+A row is a config in configs/toy/ (its YAML says what it changes): the coupled baseline and its
+hard-negative control, HDC's ablations, DCLR, and the references (supervised on the labels, the
+same on one repeated frame, a randomly initialised backbone). Every self-supervised row trains for
+the same number of optimiser steps; epochs are derived from it. Every run is a normal
+`hdc pretrain` run in runs/reproduce/<preset>/<row>/seed<k>: an interrupted reproduction resumes
+where it stopped, and a finished run is not trained again.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -22,51 +25,72 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+from scipy import stats
 
 from hdc_lib import viz
 from hdc_lib.checkpoint import load_checkpoint
 from hdc_lib.data.samplers import UniformClipSampler
 from hdc_lib.experiment import build_dataset, build_method, load_config
-from hdc_lib.probes import toy_probes
+from hdc_lib.features import eval_transform
+from hdc_lib.probes import CHANCE, toy_probes
 from hdc_lib.runtime import setup
 from hdc_lib.train import ConfigMismatch, train
 
 log = logging.getLogger(__name__)
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "toy"
-VARIANTS = ("coupled", "sc_only", "tc_only", "hdc_single", "hdc_uniform", "hdc", "dclr")
-REFERENCES = ("random_init", "supervised")
-METRICS = ("action", "object", "scene", "fg_ratio", "R@1", "R@5", "R@10")
+SELF_SUPERVISED = ("coupled", "coupled_rev", "sc_only", "tc_only", "tc_only_rev", "hdc_single",
+                   "hdc_uniform", "hdc", "hdc_rev", "dclr")
+SUPERVISED = ("supervised", "supervised_static")
+RANDOM_INIT = "random_init"
+# The headline probes (last stage) in the order the tables show them; docs/methods.md, "Toy-world probes".
+HEADLINE = ("action_unbiased", "direction", "action_biased", "object", "scene", "fg_ratio")
+CURVE_METRICS = ("action_unbiased", "direction", "scene")
 
 
 @dataclass(frozen=True)
 class Preset:
-    world: dict = field(default_factory=dict)   # toy-world arguments (defaults: the full world)
-    epochs: int = 10
-    supervised_epochs: int = 10
+    rows: tuple[str, ...]
+    steps: int                     # optimiser steps of every self-supervised row
+    supervised_steps: int          # of the supervised references
     seeds: tuple[int, ...] = (0, 1, 2)
+    world: dict = field(default_factory=dict)   # toy-world arguments (defaults: the full world)
     batch_size: int = 64
-    knn_every: int = 5
+    curve_points: int = 0          # checkpoints of the first seed probed for the probe-vs-step curves
     eval_clips: int = 4
 
 
-# "toy" is sized to the 25-minute budget of `make demo` on 2 CPU cores: 24 training runs of
-# about 1.5-6 s per epoch (results/bench.md has the measured times). The supervised reference is
-# cheap and trains 40 epochs: the calibrated point where the toy world's motion has been learned.
 PRESETS = {
-    "toy": Preset(supervised_epochs=40),
-    "smoke": Preset(world={"videos_per_class": 8, "frames": 24, "size": 48}, epochs=1,
-                    supervised_epochs=1, seeds=(0,), batch_size=16, knn_every=1, eval_clips=2),
+    # `make demo`: the rows the claims need most, sized to 25 minutes on 2 CPU cores.
+    "toy": Preset(rows=("coupled", "coupled_rev", "tc_only_rev", "hdc_rev", "dclr", *SUPERVISED),
+                  steps=450, supervised_steps=450, curve_points=5),
+    # Every row of both papers' ablations at the budget where the methods have converged.
+    "full": Preset(rows=(*SELF_SUPERVISED, *SUPERVISED), steps=1800, supervised_steps=1800,
+                   curve_points=9),
+    # One of each kind of row (a baseline, a control, a decoupled row, hierarchy, DCLR, a reference).
+    "smoke": Preset(rows=("coupled", "coupled_rev", "tc_only_rev", "hdc", "dclr", "supervised_static"),
+                    steps=1, supervised_steps=1, seeds=(0,),
+                    world={"videos_per_class": 16, "frames": 24, "size": 48}, batch_size=16,
+                    curve_points=1, eval_clips=2),
 }
 
 
-def run_config(variant: str, preset: Preset, seed: int, world_dir: Path, runs_dir: Path):
-    epochs = preset.supervised_epochs if variant == "supervised" else preset.epochs
-    return load_config(CONFIGS / f"{variant}.yaml", [
-        f"data.root={world_dir}", f"data.toyworld={json.dumps(preset.world)}",
-        f"train.seed={seed}", f"train.epochs={epochs}", f"train.batch_size={preset.batch_size}",
-        f"train.knn_every={preset.knn_every}",
-        f"train.out_dir={runs_dir / variant / f'seed{seed}'}"])
+def run_config(row: str, preset: Preset, seed: int, world_dir: Path, runs_dir: Path, epochs: int,
+               curve: bool = False):
+    """The run of `row` at this seed; `curve` keeps a checkpoint per curve point (resumable change)."""
+    overrides = [f"data.root={world_dir}", f"data.toyworld={json.dumps(preset.world)}",
+                 f"train.seed={seed}", f"train.epochs={epochs}", f"train.batch_size={preset.batch_size}",
+                 "train.knn_every=0", f"train.out_dir={runs_dir / row / f'seed{seed}'}"]
+    if curve:
+        every = max(1, epochs // preset.curve_points)
+        overrides += [f"train.checkpoint_every={every}", f"train.keep_checkpoints={epochs // every + 1}"]
+    return load_config(CONFIGS / f"{row}.yaml", overrides)
+
+
+def epochs_for(steps: int, train_videos: int, batch_size: int) -> int:
+    """Epochs that hold at least `steps` optimiser steps (the loop drops an epoch's last partial batch)."""
+    return max(1, math.ceil(steps / max(1, train_videos // batch_size)))
 
 
 def trained_model(cfg, num_classes: int, device, progress: bool):
@@ -84,84 +108,258 @@ def trained_model(cfg, num_classes: int, device, progress: bool):
             log.warning("%s; moved it to %s", err, stale)
             train(cfg, resume=True, progress=progress)
         state = load_checkpoint(final)
+    return load_model(cfg, state["model"], num_classes, device)
+
+
+def load_model(cfg, weights: dict, num_classes: int, device):
     model = build_method(cfg, num_classes=num_classes)
-    model.load_state_dict(state["model"])
-    return model.to(device)
+    model.load_state_dict(weights)
+    return model.to(device).eval()
 
 
+def run_probes(cfg, model, device, num_clips: int) -> dict:
+    """The toy probes of a finished run's model, cached in the run folder beside the final.pt they
+    read (recomputed when final.pt or the number of clips changes)."""
+    final = Path(cfg.train.out_dir) / "final.pt"
+    key = {"final_size": final.stat().st_size, "final_mtime": final.stat().st_mtime_ns, "clips": num_clips}
+    cache = final.with_name("probes.json")
+    if cache.exists() and (saved := json.loads(cache.read_text())).get("key") == key:
+        return saved["probes"]
+    probes = toy_probes(cfg, model.backbone, eval_transform(model), device, num_clips)
+    cache.write_text(json.dumps({"key": key, "probes": probes}, indent=1) + "\n")
+    return probes
+
+
+def probe_curve(cfg, num_classes: int, device, num_clips: int) -> list[dict]:
+    """The headline probes at every kept checkpoint of a run (cached in the run's probe_curve.json)."""
+    run_dir = Path(cfg.train.out_dir)
+    cache = run_dir / "probe_curve.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    steps_per_epoch = max(1, len(build_dataset(cfg, True, None)) // cfg.train.batch_size)
+    points = []
+    for path in sorted(run_dir.glob("ckpt_e*_s000000.pt")):
+        state = load_checkpoint(path)
+        model = load_model(cfg, state["model"], num_classes, device)
+        probes = toy_probes(cfg, model.backbone, eval_transform(model), device, num_clips)
+        points.append({"step": int(state["epoch"]) * steps_per_epoch,
+                       **{m: probes[m] for m in CURVE_METRICS}})
+    cache.write_text(json.dumps(points, indent=1) + "\n")
+    return points
+
+
+# -- statistics ------------------------------------------------------------------------------------
+def mean_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and its 95% Student-t interval over seeds: mean ± t(0.975, n - 1) s / sqrt(n)."""
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return float(x.mean()), float("nan"), float("nan")
+    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+
+
+def difference_interval(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """mean(a) - mean(b) and its 95% Welch interval (unequal variances, Welch-Satterthwaite df)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return diff, float("nan"), float("nan")
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return diff, diff, diff
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = stats.t.ppf(0.975, df) * se
+    return diff, diff - half, diff + half
+
+
+def verdict(low: float, high: float, sign: int) -> str:
+    """supported: the difference's interval lies on the claimed side of 0; not supported: on the
+    other side; inconclusive: it contains 0 (or there is one seed, so no interval)."""
+    if math.isnan(low):
+        return "inconclusive (one seed)"
+    if sign * low > 0 and sign * high > 0:
+        return "supported"
+    if sign * low < 0 and sign * high < 0:
+        return "not supported (the opposite holds)"
+    return "inconclusive (interval contains 0)"
+
+
+# (claim, row that should win, row it is compared with, metrics, +1 higher is better / -1 lower)
+CLAIMS = (
+    ("HDC decoupling: TC only beats coupled", "tc_only", "coupled", ("action_unbiased", "direction"), 1),
+    ("HDC decoupling: HDC beats coupled", "hdc", "coupled", ("action_unbiased", "direction"), 1),
+    ("HDC decoupling, same hard negative: TC only + reversed beats coupled + reversed", "tc_only_rev",
+     "coupled_rev", ("action_unbiased", "direction"), 1),
+    ("HDC decoupling, same hard negative: HDC + reversed beats coupled + reversed", "hdc_rev",
+     "coupled_rev", ("action_unbiased", "direction"), 1),
+    ("HDC hierarchy: three levels beat one", "hdc_uniform", "hdc_single", ("action_unbiased", "direction"), 1),
+    ("HDC re-weighting: invariance weights beat uniform", "hdc", "hdc_uniform", ("action_unbiased", "direction"), 1),
+    ("DCLR scene bias: DCLR resists the scene shortcut better than coupled", "dclr", "coupled", ("action_biased",), 1),
+    ("DCLR scene bias: DCLR reads the scene less than coupled", "dclr", "coupled", ("scene",), -1),
+    ("DCLR scene bias: DCLR looks at the mover more than coupled", "dclr", "coupled", ("fg_ratio",), 1),
+)
+
+
+def claim_lines(per_seed: dict[str, list[dict]]) -> list[dict]:
+    """Every claim whose two rows ran: each metric's difference, its interval and the verdict."""
+    lines = []
+    for text, winner, other, metrics, sign in CLAIMS:
+        if not (per_seed.get(winner) and per_seed.get(other)):
+            continue
+        for metric in metrics:
+            a = [s[metric] for s in per_seed[winner]]
+            b = [s[metric] for s in per_seed[other]]
+            diff, low, high = difference_interval(a, b)
+            lines.append({"claim": text, "metric": metric, "rows": [winner, other],
+                          "means": [float(np.mean(a)), float(np.mean(b))],
+                          "difference": [diff, low, high], "verdict": verdict(low, high, sign)})
+    return lines
+
+
+def invariance_premise(runs: list[Path]) -> dict | None:
+    """HDC's premise, measured: each level's final invariance (1 + cos) / 2 of its temporal and
+    spatial positives, over seeds; is the lowest level the least invariant?"""
+    finals = []
+    for run in runs:
+        epochs = viz.read_metrics(run, "epoch") if (run / "metrics.jsonl").exists() else []
+        if epochs:
+            finals.append({k.split("/", 1)[1]: v for k, v in epochs[-1].items() if k.startswith("invariance/")})
+    if not finals:
+        return None
+    terms = sorted(finals[0], key=lambda t: (t.split("_", 1)[0], t.split("_", 1)[1]))
+    levels = {term: mean_interval([f[term] for f in finals]) for term in terms}
+    premise = []
+    for subtask in sorted({t.split("_", 1)[0] for t in terms}):
+        own = [t for t in terms if t.startswith(subtask)]
+        lowest, others = own[0], own[1:]
+        diffs = [difference_interval([f[lowest] for f in finals], [f[o] for f in finals]) for o in others]
+        below = [verdict(lo, hi, -1) for _, lo, hi in diffs]
+        premise.append({"subtask": subtask, "lowest": lowest, "against": others, "verdicts": below})
+    return {"levels": levels, "premise": premise}
+
+
+# -- the reproduction ------------------------------------------------------------------------------
 def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
               runs_dir: str | Path | None = None, results_dir: str | Path = "results",
               figures_dir: str | Path = "figures", progress: bool = True) -> dict:
     preset = PRESETS[preset_name]
     started = time.perf_counter()
-    world_dir = Path(world_dir or ("data/toyworld" if preset_name == "toy" else f"data/toyworld_{preset_name}"))
+    world_dir = Path(world_dir or ("data/toyworld" if preset_name != "smoke" else "data/toyworld_smoke"))
     runs_dir = Path(runs_dir or f"runs/reproduce/{preset_name}")
     device = setup().device
-    num_actions = len(build_dataset(run_config("coupled", preset, 0, world_dir, runs_dir), True, None).classes)
-    scores: dict[str, list[dict]] = {name: [] for name in (*VARIANTS, *REFERENCES)}
-    models = {}
+    train_set = build_dataset(run_config("coupled", preset, 0, world_dir, runs_dir, 1), True, None)
+    num_actions, train_videos = len(train_set.classes), len(train_set)
+    per_epoch = max(1, train_videos // preset.batch_size)
+    epochs = {row: epochs_for(preset.supervised_steps if row in SUPERVISED else preset.steps,
+                              train_videos, preset.batch_size) for row in preset.rows}
+    per_seed: dict[str, list[dict]] = {row: [] for row in (*preset.rows, RANDOM_INIT)}
+    models, curves, seconds = {}, {}, {}
+    first = preset.seeds[0]
     for seed in preset.seeds:
-        for variant in (*VARIANTS, "supervised"):
-            cfg = run_config(variant, preset, seed, world_dir, runs_dir)
+        for row in preset.rows:
+            curve = seed == first and preset.curve_points > 0
+            cfg = run_config(row, preset, seed, world_dir, runs_dir, epochs[row], curve)
             if progress:
-                print(f"[{time.perf_counter() - started:6.0f}s] {variant} seed {seed}", flush=True)
+                print(f"[{time.perf_counter() - started:6.0f}s] {row} seed {seed}", flush=True)
+            tick = time.perf_counter()
             model = trained_model(cfg, num_actions, device, progress)
-            scores[variant].append(toy_probes(cfg, model.backbone, model.augment.center, device,
-                                              preset.eval_clips))
-            if seed == preset.seeds[0]:
-                models[variant] = model
+            seconds.setdefault(row, []).append(round(time.perf_counter() - tick, 1))
+            per_seed[row].append(run_probes(cfg, model, device, preset.eval_clips))
+            if curve:
+                curves[row] = probe_curve(cfg, num_actions, device, preset.eval_clips)
+            if seed == first:
+                models[row] = model
         torch.manual_seed(seed)
-        cfg = run_config("coupled", preset, seed, world_dir, runs_dir)
-        random_model = build_method(cfg).to(device)
-        scores["random_init"].append(toy_probes(cfg, random_model.backbone, random_model.augment.center,
+        cfg = run_config("coupled", preset, seed, world_dir, runs_dir, 1)
+        random_model = build_method(cfg).to(device).eval()
+        per_seed[RANDOM_INIT].append(toy_probes(cfg, random_model.backbone, eval_transform(random_model),
                                                 device, preset.eval_clips))
-    seconds = time.perf_counter() - started
-    table = {name: {m: viz.mean_std([s[m] for s in runs]) for m in METRICS} for name, runs in scores.items()}
+    metrics = list(per_seed[RANDOM_INIT][0])
+    table = {row: {m: mean_interval([s[m] for s in runs]) for m in metrics} for row, runs in per_seed.items()}
+    hdc_runs = [runs_dir / row / f"seed{s}" for row in ("hdc", "hdc_uniform") if row in preset.rows
+                for s in preset.seeds][:len(preset.seeds)]
+    report = {"preset": preset_name, "seconds": round(time.perf_counter() - started, 1),
+              "seeds": list(preset.seeds), "steps": {row: epochs[row] * per_epoch for row in preset.rows},
+              "epochs": epochs, "train_seconds": seconds, "num_actions": num_actions,
+              "claims": claim_lines(per_seed), "invariance": invariance_premise(hdc_runs),
+              "table": table, "per_seed": per_seed, "curves": curves,
+              "commit": _commit(), "machine": _machine(device)}
 
-    figures = Path(figures_dir)
-    prefix = f"{preset_name}_"
-    chance = {"action": 1 / num_actions}
-    viz.ablation_bars(table, ("action", "object", "scene", "fg_ratio"), chance,
-                      path=figures / f"{prefix}ablation.png")
-    first = f"seed{preset.seeds[0]}"
-    viz.training_curves({v: runs_dir / v / first for v in VARIANTS}, path=figures / f"{prefix}training_curves.png")
-    viz.level_weights(runs_dir / "hdc" / first, path=figures / f"{prefix}level_weights.png")
-    test_cfg = run_config("coupled", preset, 0, world_dir, runs_dir)
-    panel_set = build_dataset(test_cfg, False, None)
-    panel_set.clip_sampler = UniformClipSampler(test_cfg.model.clip_frames, test_cfg.model.clip_stride, 1)
+    figures, prefix = Path(figures_dir), f"{preset_name}_"
+    chance = {**CHANCE, "fg_ratio": 1.0}  # fg_ratio 1: no preference for the mover
+    viz.ablation_bars(table, HEADLINE, chance, path=figures / f"{prefix}ablation.png")
+    if curves:
+        viz.probe_curves(curves, CURVE_METRICS, chance, path=figures / f"{prefix}probe_curves.png")
+    viz.training_curves({row: runs_dir / row / f"seed{first}" for row in preset.rows if row not in SUPERVISED},
+                        path=figures / f"{prefix}training_curves.png")
+    if hdc_runs:
+        viz.level_weights(hdc_runs[0], path=figures / f"{prefix}level_weights.png")
+    panel_cfg = run_config("coupled", preset, 0, world_dir, runs_dir, 1)
+    panel_set = build_dataset(panel_cfg, False, None)
+    panel_set.clip_sampler = UniformClipSampler(panel_cfg.model.clip_frames, panel_cfg.model.clip_stride, 1)
     picks = torch.linspace(0, len(panel_set) - 1, 4).round().long().tolist()
     clips = torch.stack([panel_set[i]["video"][0] for i in picks])
-    viz.activation_panels(models, clips, device, path=figures / f"{prefix}activation_maps.png")
+    viz.activation_panels({row: models[row] for row in list(models)[:4]}, clips, device,
+                          path=figures / f"{prefix}activation_maps.png")
 
-    report = {"preset": preset_name, "seconds": round(seconds, 1), "seeds": list(preset.seeds),
-              "epochs": preset.epochs, "supervised_epochs": preset.supervised_epochs,
-              "num_actions": num_actions, "table": table, "per_seed": scores,
-              "commit": _commit(), "machine": _machine(device)}
     results = Path(results_dir)
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{prefix}ablation.json").write_text(json.dumps(report, indent=1) + "\n")
-    (results / f"{prefix}ablation.md").write_text(markdown_report(report, preset_name))
+    (results / f"{prefix}ablation.md").write_text(markdown_report(report))
     if progress:
-        print(markdown_report(report, preset_name))
+        print(markdown_report(report))
     return report
 
 
-def markdown_report(report: dict, preset_name: str) -> str:
-    lines = [f"# Toy-world ablation (preset `{preset_name}`)", "",
-             f"Command: `hdc reproduce --preset {preset_name}` · commit `{report['commit']}` · "
+def _interval(value: tuple[float, float, float]) -> str:
+    mean, low, high = value
+    return f"{mean:.3f}" if math.isnan(low) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def markdown_report(report: dict) -> str:
+    name = report["preset"]
+    steps = sorted(set(report["steps"].values()))
+    lines = [f"# Toy-world ablation (preset `{name}`)", "",
+             f"Command: `hdc reproduce --preset {name}` · commit `{report['commit']}` · "
              f"{report['machine']} · {report['seconds'] / 60:.1f} min in total.", "",
-             f"Seeds {report['seeds']}; {report['epochs']} pretraining epochs per run "
-             f"({report['supervised_epochs']} for the supervised reference). Mean ± std over seeds. "
-             f"Chance for action is {1 / report['num_actions']:.3f}. action: linear probe fitted on "
-             "the scene-biased train split, tested on the scene-unbiased test split; object / scene: "
-             "linear probes cross-fitted on halves of the test split; fg_ratio: activation mass on the "
-             "moving object relative to its area (1 = no preference); R@k: test-to-train retrieval "
-             "by action.", "",
-             "| run | " + " | ".join(METRICS) + " |",
-             "|---|" + "---|" * len(METRICS)]
-    for name, row in report["table"].items():
-        cells = [f"{row[m][0]:.3f} ± {row[m][1]:.3f}" for m in METRICS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+             f"Seeds {report['seeds']}; optimiser steps per run: {', '.join(map(str, steps))} "
+             f"(per row: {report['steps']}). Values: mean over seeds [95% Student-t interval]. "
+             "Probes (docs/methods.md, \"Toy-world probes\"): action_unbiased, direction (chance 0.5, "
+             "inside each time-reversed pair), object and scene are cross-fitted on halves of the "
+             "scene-unbiased test split; action_biased is fitted on the scene-biased train split and "
+             "scored on the test split; fg_ratio is the activation mass on the moving object over its "
+             f"area (1 = no preference). Chance for action and scene is {1 / report['num_actions']:.3f}, "
+             "for object 0.1.", "", "## The claims", "",
+             "Each line: the difference of the two rows' means with its 95% Welch interval; supported "
+             "when the interval lies on the claimed side of 0, not supported when it lies on the "
+             "other side, inconclusive when it contains 0.", ""]
+    for c in report["claims"]:
+        diff, low, high = c["difference"]
+        interval = "" if math.isnan(low) else f" [{low:+.3f}, {high:+.3f}]"
+        lines.append(f"- **{c['claim']}** ({c['metric']}): {c['rows'][0]} {c['means'][0]:.3f} vs "
+                     f"{c['rows'][1]} {c['means'][1]:.3f}, difference {diff:+.3f}{interval}: **{c['verdict']}**.")
+    if report["invariance"]:
+        levels = ", ".join(f"{t} {_interval(v)}" for t, v in report["invariance"]["levels"].items())
+        lines.append(f"- **HDC's premise: the lowest level is the least invariant** (final invariance "
+                     f"(1 + cos) / 2 of each term's positives): {levels}.")
+        for p in report["invariance"]["premise"]:
+            against = "; ".join(f"below {o}: {v}" for o, v in zip(p["against"], p["verdicts"]))
+            lines.append(f"  - {p['lowest']} {against}.")
+    metrics = list(next(iter(report["table"].values())))
+    headline = [m for m in HEADLINE if m in metrics]
+    lines += ["", "## Headline probes (last stage)", "", "| run | " + " | ".join(headline) + " |",
+              "|---|" + "---|" * len(headline)]
+    for row, values in report["table"].items():
+        lines.append(f"| {row} | " + " | ".join(_interval(values[m]) for m in headline) + " |")
+    others = [m for m in metrics if m not in headline]
+    if others:
+        lines += ["", "## Every probe and level", "", "| run | " + " | ".join(others) + " |",
+                  "|---|" + "---|" * len(others)]
+        for row, values in report["table"].items():
+            lines.append(f"| {row} | " + " | ".join(f"{values[m][0]:.3f}" for m in others) + " |")
+    lines += ["", "Training seconds per run: " + ", ".join(
+        f"{row} {np.median(s):.0f} s" for row, s in report["train_seconds"].items()) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -171,10 +369,11 @@ def _commit() -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True,
                               cwd=Path(__file__).parent, check=True).stdout.strip()
     try:
-        return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain") else "")
+        return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--", "hdc_lib", "configs") else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
 def _machine(device) -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, device {device}, torch {torch.__version__}"
+    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} threads, "
+            f"device {device}, torch {torch.__version__}")

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from hdc_lib.dclr import activation_map
 
-DPI = 60
+DPI = 100  # figures are read on screens and in the README: 100 dpi or more
 
 
 def _save(fig: Figure, path: str | Path | None) -> Figure:
@@ -33,39 +33,60 @@ def read_metrics(run_dir: str | Path, kind: str) -> list[dict]:
     return [r for r in map(json.loads, path.read_text().splitlines()) if r["kind"] == kind]
 
 
-def ablation_bars(table: dict[str, dict[str, tuple[float, float]]], metrics: tuple[str, ...],
+def ablation_bars(table: dict[str, dict[str, tuple[float, float, float]]], metrics: tuple[str, ...],
                   chance: dict[str, float] | None = None, path=None) -> Figure:
-    """One panel per metric: a bar (mean) with an error bar (std over seeds) per variant."""
-    variants = list(table)
-    fig = Figure(figsize=(3.2 * len(metrics), 3.4))
+    """One panel per metric: a bar (mean over seeds) with its 95% interval (low, high) per row."""
+    rows = list(table)
+    fig = Figure(figsize=(3.0 * len(metrics), 3.6))
     for k, metric in enumerate(metrics):
         ax = fig.add_subplot(1, len(metrics), k + 1)
-        means = [table[v][metric][0] for v in variants]
-        stds = [table[v][metric][1] for v in variants]
-        ax.bar(range(len(variants)), means, yerr=stds, color="tab:blue", alpha=0.8, capsize=3)
+        means = np.array([table[r][metric][0] for r in rows])
+        bounds = np.array([table[r][metric][1:] for r in rows])
+        error = np.nan_to_num(np.abs(bounds.T - means))  # one seed: no interval, no error bar
+        ax.bar(range(len(rows)), means, yerr=error, color="tab:blue", alpha=0.8, capsize=3)
         if chance and metric in chance:
-            ax.axhline(chance[metric], color="grey", linestyle="--", linewidth=1, label="chance")
-            ax.legend(fontsize=7)
-        ax.set_xticks(range(len(variants)), variants, rotation=60, ha="right", fontsize=8)
+            ax.axhline(chance[metric], color="grey", linestyle="--", linewidth=1)
+            ax.annotate("chance", (1.0, chance[metric]), xycoords=("axes fraction", "data"),
+                        xytext=(2, 0), textcoords="offset points", fontsize=7, color="grey", va="center")
+        ax.set_xticks(range(len(rows)), rows, rotation=60, ha="right", fontsize=8)
         ax.set_title(metric, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 
 
+def probe_curves(curves: dict[str, list[dict]], metrics: tuple[str, ...],
+                 chance: dict[str, float] | None = None, path=None) -> Figure:
+    """Probe accuracy against optimiser step, one panel per probe, one line per row: what each
+    method picks up first (the scene?) and when motion (action, direction) follows."""
+    fig = Figure(figsize=(3.6 * len(metrics), 3.4))
+    for k, metric in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), k + 1)
+        for row, points in curves.items():
+            ax.plot([p["step"] for p in points], [p[metric] for p in points], marker="o", markersize=3, label=row)
+        if chance and metric in chance:
+            ax.axhline(chance[metric], color="grey", linestyle="--", linewidth=1)
+        ax.set(xlabel="optimiser step", title=metric, ylim=(0, 1))
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def training_curves(runs: dict[str, str | Path], path=None) -> Figure:
-    """Per-epoch total loss and kNN accuracy of each run."""
-    fig = Figure(figsize=(9, 3.2))
-    loss_ax, knn_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for name, run in runs.items():
-        epochs = read_metrics(run, "epoch")
-        x = [r["epoch"] + 1 for r in epochs]
-        loss_ax.plot(x, [r["loss/total"] for r in epochs], label=name)
-        if any("knn_acc" in r for r in epochs):
+    """Per-epoch total loss of each run, and its kNN accuracy when the run logged one."""
+    records = {name: read_metrics(run, "epoch") for name, run in runs.items()}
+    with_knn = any("knn_acc" in r for epochs in records.values() for r in epochs)
+    fig = Figure(figsize=(9 if with_knn else 5, 3.4))
+    loss_ax = fig.add_subplot(1, 2 if with_knn else 1, 1)
+    for name, epochs in records.items():
+        loss_ax.plot([r["epoch"] + 1 for r in epochs], [r["loss/total"] for r in epochs], label=name)
+    loss_ax.set(xlabel="epoch", ylabel="training loss", title="loss")
+    loss_ax.legend(fontsize=7)
+    if with_knn:
+        knn_ax = fig.add_subplot(1, 2, 2)
+        for name, epochs in records.items():
             knn_ax.plot([r["epoch"] + 1 for r in epochs if "knn_acc" in r],
                         [r["knn_acc"] for r in epochs if "knn_acc" in r], label=name)
-    loss_ax.set(xlabel="epoch", ylabel="training loss", title="loss")
-    knn_ax.set(xlabel="epoch", ylabel="kNN action accuracy", title="kNN monitor (test split)")
-    knn_ax.legend(fontsize=7)
+        knn_ax.set(xlabel="epoch", ylabel="kNN action accuracy", title="kNN monitor (test split)")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -211,8 +232,3 @@ def activation_panels(models: dict[str, torch.nn.Module], clips: torch.Tensor, d
         ax.set_axis_off()
     fig.tight_layout()
     return _save(fig, path)
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0

@@ -1,22 +1,67 @@
-"""The reproduction pipeline end to end at smoke size: every row, every metric, every figure."""
+"""The reproduction pipeline end to end at smoke size (every row, probe, claim and figure), and its
+statistics against direct computations."""
 import json
+import math
 
-from hdc_lib.reproduce import METRICS, REFERENCES, VARIANTS, reproduce
+import numpy as np
+import pytest
+from scipy import stats
+
+from hdc_lib.reproduce import (CLAIMS, HEADLINE, PRESETS, RANDOM_INIT, difference_interval, epochs_for,
+                               mean_interval, reproduce, verdict)
 
 
-def test_smoke_reproduction_writes_the_table_and_figures(tmp_path):
+def test_mean_interval_is_the_student_t_interval():
+    values = [0.2, 0.35, 0.3]
+    mean, low, high = mean_interval(values)
+    s = np.std(values, ddof=1)
+    assert mean == pytest.approx(np.mean(values))
+    assert high - mean == pytest.approx(stats.t.ppf(0.975, 2) * s / math.sqrt(3))  # 4.303 s / sqrt(3)
+    assert mean - low == pytest.approx(high - mean)
+    assert math.isnan(mean_interval([0.4])[1])  # one seed: no interval
+
+
+def test_difference_interval_is_welchs_and_decides_the_verdict():
+    a, b = [0.6, 0.62, 0.64], [0.3, 0.35, 0.25]
+    diff, low, high = difference_interval(a, b)
+    va, vb = np.var(a, ddof=1) / 3, np.var(b, ddof=1) / 3
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
+    assert diff == pytest.approx(0.62 - 0.30)
+    assert high - diff == pytest.approx(stats.t.ppf(0.975, df) * math.sqrt(va + vb))
+    assert verdict(low, high, +1) == "supported"
+    assert verdict(low, high, -1).startswith("not supported")
+    _, low, high = difference_interval([0.3, 0.5, 0.4], [0.35, 0.45, 0.3])
+    assert verdict(low, high, +1).startswith("inconclusive")
+
+
+def test_budgets_are_steps_and_every_self_supervised_row_shares_one():
+    assert epochs_for(450, 600, 64) == 50  # 9 steps an epoch
+    assert epochs_for(1, 600, 64) == 1
+    for preset in PRESETS.values():
+        claimed = {row for _, winner, other, _, _ in CLAIMS for row in (winner, other)}
+        assert claimed & set(preset.rows), preset
+
+
+def test_smoke_reproduction_writes_the_claims_table_and_figures(tmp_path):
     report = reproduce("smoke", world_dir=tmp_path / "world", runs_dir=tmp_path / "runs",
                        results_dir=tmp_path / "results", figures_dir=tmp_path / "figures",
                        progress=False)
-    assert set(report["table"]) == set(VARIANTS) | set(REFERENCES)
+    assert set(report["table"]) == set(PRESETS["smoke"].rows) | {RANDOM_INIT}
     for row in report["table"].values():
-        assert set(row) == set(METRICS)
-        assert all(0.0 <= row[m][0] <= 1.0 for m in METRICS if m != "fg_ratio")
+        assert set(HEADLINE) <= set(row)
+        assert all(0.0 <= row[m][0] <= 1.0 for m in HEADLINE if m != "fg_ratio")
         assert row["fg_ratio"][0] > 0
+    rows = set(PRESETS["smoke"].rows)
+    assert {c["claim"] for c in report["claims"]} == {c[0] for c in CLAIMS if {c[1], c[2]} <= rows}
+    assert all(c["verdict"] == "inconclusive (one seed)" for c in report["claims"])
+    assert report["invariance"]["levels"]  # the premise, measured on the HDC runs
+    assert set(report["curves"]) == set(PRESETS["smoke"].rows)
     table = (tmp_path / "results" / "smoke_ablation.md").read_text()
     assert "hdc reproduce --preset smoke" in table and "| dclr |" in table and "| random_init |" in table
+    assert "## The claims" in table and "HDC decoupling" in table
+    assert (tmp_path / "runs" / "hdc" / "seed0" / "probes.json").exists()
     assert json.loads((tmp_path / "results" / "smoke_ablation.json").read_text())["preset"] == "smoke"
-    for name in ("ablation", "training_curves", "level_weights", "activation_maps"):
+    for name in ("ablation", "probe_curves", "training_curves", "level_weights", "activation_maps"):
         png = tmp_path / "figures" / f"smoke_{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

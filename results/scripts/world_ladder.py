@@ -1,0 +1,133 @@
+"""One rung of the toy-world ladder: pretrain one config on one world for a fixed number of
+optimiser steps, then read out what the frozen backbone knows, at every stage.
+
+Exploration tool behind results/toyworld_log.md (not part of the library): it trains with the
+library's own loop (`hdc_lib.train.train`) and probes with scikit-learn logistic regression (L2
+strength chosen by 5-fold cross-validation inside each fit set, standardised features), so a rung
+is comparable with the next whatever the library's probes become.
+
+The probes never see the world's test split: they score the scene-unbiased split of a validation
+world, the same world rendered with another seed (`--val-seed`): other videos from the same
+distribution. The biased-fit action probe is fitted on the training world's train split.
+
+    python results/scripts/world_ladder.py --name tc_rev_w0 --config tc_only \
+        --world '{}' --steps 900 model.extra_hard_negatives=[reversed] 'model.window_offset=[2,8]'
+
+Appends one JSON line to results/toyworld_ladder.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from hdc_lib.data.samplers import UniformClipSampler
+from hdc_lib.data.toyworld import ACTIONS, REVERSE, load_manifest
+from hdc_lib.experiment import build_dataset, build_method, load_config
+from hdc_lib.train import train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def probe(x_fit, y_fit, x_score, y_score) -> float:
+    model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=np.logspace(-3, 2, 6), cv=5, max_iter=2000))
+    model.fit(x_fit, y_fit)
+    return float((model.predict(x_score) == y_score).mean())
+
+
+def cross_fit(x, y, seed=0) -> float:
+    """Two-fold stratified cross-fitting: fit on one half, score the other, both ways, averaged."""
+    folds = StratifiedKFold(2, shuffle=True, random_state=seed).split(x, y)
+    return float(np.mean([probe(x[a], y[a], x[b], y[b]) for a, b in folds]))
+
+
+def readouts(train_x, train_y, test_x, test_y, scene) -> dict:
+    pairs = sorted({tuple(sorted((ACTIONS.index(a), ACTIONS.index(REVERSE[a])))) for a in ACTIONS})
+    direction = [cross_fit(test_x[np.isin(test_y, p)], test_y[np.isin(test_y, p)]) for p in pairs]
+    return {"action_biased": probe(train_x, train_y, test_x, test_y),
+            "action_unbiased": cross_fit(test_x, test_y), "direction": float(np.mean(direction)),
+            "scene": cross_fit(test_x, scene)}
+
+
+@torch.no_grad()
+def features(backbone, dataset, transform, stages):
+    backbone.eval()
+    out = {s: [] for s in stages}
+    labels, index = [], []
+    for batch in torch.utils.data.DataLoader(dataset, batch_size=32):
+        video = batch["video"]
+        b, k = video.shape[:2]
+        maps = backbone.features(transform(video.flatten(0, 1)), stages=stages)
+        for s in stages:
+            out[s].append(maps[s].float().mean(dim=(2, 3, 4)).view(b, k, -1).mean(1))
+        labels.append(batch["label"])
+        index.append(batch["index"])
+    return {s: torch.cat(v).numpy() for s, v in out.items()}, torch.cat(labels).numpy(), torch.cat(index).numpy()
+
+
+def world_dir_of(world: dict) -> Path:
+    return REPO / "data" / "ladder" / hashlib.sha1(json.dumps(world, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--config", required=True, help="a configs/toy/*.yaml name")
+    parser.add_argument("--world", default="{}", help="toy-world arguments (JSON)")
+    parser.add_argument("--steps", type=int, default=900)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--val-seed", type=int, default=1000, help="seed of the validation world")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    world = json.loads(args.world)
+    world_dir = world_dir_of(world)
+    base = [f"data.root={world_dir}", f"data.toyworld={json.dumps(world)}", f"train.seed={args.seed}",
+            "train.knn_every=0", f"train.out_dir={REPO / 'runs' / 'ladder' / args.name}"]
+    cfg = load_config(REPO / "configs" / "toy" / f"{args.config}.yaml", base + args.overrides)
+    n_train = len(build_dataset(cfg, True, None))
+    epochs = math.ceil(args.steps / (n_train // cfg.train.batch_size))
+    cfg = load_config(REPO / "configs" / "toy" / f"{args.config}.yaml", base + [f"train.epochs={epochs}"] + args.overrides)
+    started = time.perf_counter()
+    method = train(cfg, progress=False)["method"]
+    seconds = time.perf_counter() - started
+    backbone = method.backbone
+    stages = tuple(backbone.stage_names[1:])
+    sampler = UniformClipSampler(cfg.model.clip_frames, cfg.model.clip_stride, 4)
+    val_world = {**world, "seed": args.val_seed}
+    val_cfg = load_config(REPO / "configs" / "toy" / f"{args.config}.yaml",
+                          base + args.overrides + [f"data.root={world_dir_of(val_world)}",
+                                                   f"data.toyworld={json.dumps(val_world)}"])
+    splits = [build_dataset(cfg, True, sampler), build_dataset(val_cfg, False, sampler)]
+    transform = method.augment.center
+    (trx, try_, _), (tex, tey, tei) = [features(backbone, s, transform, stages) for s in splits]
+    manifest = {r["path"]: r for r in load_manifest(world_dir_of(val_world))}
+    paths = [splits[1].samples[i][0] for i in tei]
+    scene = np.array([manifest[f"{Path(p).parent.name}/{Path(p).name}"]["scene_id"] for p in paths])
+    result = {s: readouts(trx[s], try_, tex[s], tey, scene) for s in stages}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "hdc_lib"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    record = {"name": args.name, "config": args.config, "world": world, "steps": args.steps, "epochs": epochs,
+              "seed": args.seed, "overrides": args.overrides, "train_seconds": round(seconds, 1),
+              "threads": torch.get_num_threads(), "commit": commit + ("+changes" if dirty else ""), "probes": result}
+    with open(REPO / "results" / "toyworld_ladder.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    last = result[stages[-1]]
+    print(args.name, {k: round(v, 3) for k, v in last.items()}, f"{seconds:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
