@@ -43,6 +43,7 @@ from hdc_lib.data.splits import read_split
 from hdc_lib.data.toyworld import ToyWorld
 from hdc_lib.data.video_io import video_info, write_video
 from hdc_lib.backbones import use_precision
+from hdc_lib.errors import UserError
 from hdc_lib.experiment import build_dataset, build_method, build_optimizer, load_config
 from hdc_lib.precision import conv3d_agrees, cpu_has_amx, grad_scaler, resolve_precision
 
@@ -398,6 +399,8 @@ def bench_presets(device: str | torch.device = "cuda", steps: int = 300, presets
     A preset that does not fit in memory gets a row saying so; the others still run. The timed steps
     follow a warm-up (cuDNN's algorithm search, the queue filling) of a tenth as many, at most 10."""
     device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device on this machine (torch {torch.__version__})")
     warmup = max(1, min(10, steps // 10))
     rows = []
     for path in presets:

@@ -197,3 +197,11 @@ def test_a_preset_out_of_memory_is_a_row_not_a_crash(monkeypatch):
     rows = bench.bench_presets("cpu", steps=1, presets=bench.PAPER_PRESETS[:1])
     assert rows == [{"preset": "ucf101/coupled_r2plus1d", "batch": 64, "error": "out of memory at batch 64 (try --batch)"}]
     assert "| ucf101/coupled_r2plus1d | | 64 | out of memory at batch 64" in bench.format_presets(rows, "c", "test")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_bench_device_cuda_without_a_gpu_is_one_line(capsys):
+    from hdc_lib.cli import main
+
+    assert main(["bench", "--device", "cuda", "--steps", "1"]) == 2
+    assert capsys.readouterr().err.strip() == f"hdc: --device cuda: no CUDA device on this machine (torch {torch.__version__})"
