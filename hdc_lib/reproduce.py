@@ -277,7 +277,7 @@ def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
                                                 device, preset.eval_clips))
     metrics = list(per_seed[RANDOM_INIT][0])
     table = {row: {m: mean_interval([s[m] for s in runs]) for m in metrics} for row, runs in per_seed.items()}
-    hdc_runs = [runs_dir / row / f"seed{s}" for row in ("hdc", "hdc_uniform") if row in preset.rows
+    hdc_runs = [runs_dir / row / f"seed{s}" for row in ("hdc", "hdc_rev", "hdc_uniform") if row in preset.rows
                 for s in preset.seeds][:len(preset.seeds)]
     report = {"preset": preset_name, "seconds": round(time.perf_counter() - started, 1),
               "seeds": list(preset.seeds), "steps": {row: epochs[row] * per_epoch for row in preset.rows},

@@ -4,7 +4,7 @@
 Not from either paper: the project ships no data, so it makes its own (docs/data.md, "The
 toy world"). A video is one foreground object (a scikit-learn digit, scaled up, in a random
 bright colour, alpha-blended) moving over a crop of a real photograph that scikit-image ships
-(offline), seen by a slightly panning camera. Its factors:
+(offline), seen by a still camera (a pan is an argument, off by default). Its factors:
 
 - action (the class label) = the object's motion. Actions come in time-reversed pairs (right/left,
   down/up, clockwise/anticlockwise, grow/shrink), so no single frame and no unordered bag of frames
@@ -70,7 +70,7 @@ SCENES = ("astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochem
           "hubble_deep_field", "coins")
 NUM_OBJECTS = 10  # the ten digit classes
 
-# Geometry, in pixels of a 64-pixel frame (scaled with `size`), calibrated (see `calibrate`) so that
+# Geometry, in pixels of a 64-pixel frame (scaled with `size`), calibrated (`hdc_lib.supervised.calibrate`) so that
 # motion survives the training clips (8 frames at stride 2, random resized crops to 32x32): objects
 # that crops rarely cut out and enough displacement per clip (docs/data.md, "An earlier prototype");
 # yet not so large, fast and opaque that motion is trivially easy and the scene shortcut vanishes
