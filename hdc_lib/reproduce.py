@@ -130,13 +130,12 @@ def run_probes(cfg, model, device, num_clips: int) -> dict:
     return probes
 
 
-def probe_curve(cfg, num_classes: int, device, num_clips: int) -> list[dict]:
+def probe_curve(cfg, num_classes: int, device, num_clips: int, steps_per_epoch: int) -> list[dict]:
     """The headline probes at every kept checkpoint of a run (cached in the run's probe_curve.json)."""
     run_dir = Path(cfg.train.out_dir)
     cache = run_dir / "probe_curve.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    steps_per_epoch = max(1, len(build_dataset(cfg, True, None)) // cfg.train.batch_size)
     points = []
     for path in sorted(run_dir.glob("ckpt_e*_s000000.pt")):
         state = load_checkpoint(path)
@@ -267,7 +266,7 @@ def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
             seconds.setdefault(row, []).append(round(time.perf_counter() - tick, 1))
             per_seed[row].append(run_probes(cfg, model, device, preset.eval_clips))
             if curve:
-                curves[row] = probe_curve(cfg, num_actions, device, preset.eval_clips)
+                curves[row] = probe_curve(cfg, num_actions, device, preset.eval_clips, per_epoch)
             if seed == first:
                 models[row] = model
         torch.manual_seed(seed)
