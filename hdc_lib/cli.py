@@ -108,6 +108,8 @@ def add_reproduce_parser(subparsers) -> None:
     parser.add_argument("--runs", help="where the runs go (default runs/reproduce/<preset>)")
     parser.add_argument("--results", default="results")
     parser.add_argument("--figures", default="figures")
+    parser.add_argument("--jobs", type=int, help="runs trained side by side (default: one per CPU core "
+                        "up to 4, each with its share of the threads; 1 on a GPU)")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run_reproduce)
 
@@ -115,7 +117,10 @@ def add_reproduce_parser(subparsers) -> None:
 def run_reproduce(args) -> int:
     from hdc_lib.reproduce import reproduce
 
-    reproduce(args.preset, args.world, args.runs, args.results, args.figures, progress=not args.no_progress)
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    reproduce(args.preset, args.world, args.runs, args.results, args.figures,
+              progress=not args.no_progress, jobs=args.jobs)
     return 0
 
 

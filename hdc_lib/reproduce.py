@@ -10,7 +10,11 @@ hard-negative control, HDC's ablations, DCLR, and the references (supervised on 
 same on one repeated frame, a randomly initialised backbone). Every self-supervised row trains for
 the same number of optimiser steps; epochs are derived from it. Every run is a normal
 `hdc pretrain` run in runs/reproduce/<preset>/<row>/seed<k>: an interrupted reproduction resumes
-where it stopped, and a finished run is not trained again.
+where it stopped, and a finished run is not trained again. On a CPU, runs train side by side, one
+per core (`--jobs`). The `full` preset also keeps a record of each finished run in
+results/full_runs/, which stands for the run on any clone that has it.
+
+Notebooks get their trained models from here too (`find_or_train`).
 """
 from __future__ import annotations
 
@@ -21,7 +25,9 @@ import os
 import platform
 import shutil
 import subprocess
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,15 +65,23 @@ class Preset:
     batch_size: int = 64
     curve_points: int = 0          # checkpoints of the first seed probed for the probe-vs-step curves
     eval_clips: int = 4
+    # Keep a record of every finished run in results/<preset>_runs/ (its probes, curve and thinned
+    # metrics, beside the commit that trained it), so a reproduction longer than one sitting can be
+    # committed run by run and completed later, on another clone, without training a run twice.
+    records: bool = False
 
 
 PRESETS = {
-    # `make demo`: the rows the claims need most, sized to 25 minutes on 2 CPU cores.
-    "toy": Preset(rows=("coupled", "coupled_rev", "tc_only_rev", "hdc_rev", "dclr", *SUPERVISED),
-                  steps=450, supervised_steps=450, curve_points=5),
-    # Every row of both papers' ablations at the budget where the methods have converged.
-    "full": Preset(rows=(*SELF_SUPERVISED, *SUPERVISED), steps=1800, supervised_steps=1800,
-                   curve_points=9),
+    # `make demo`: the decoupling claim with its hard-negative control, and the two references,
+    # at a budget where motion shows (900 steps), one seed: 25 minutes on 2 CPU cores.
+    "toy": Preset(rows=("tc_only_rev", "coupled_rev", *SUPERVISED), steps=900, supervised_steps=900,
+                  seeds=(0,), curve_points=3),
+    # Every row of both papers' ablations, 3 seeds, at the budget where the methods have converged;
+    # the rows the instrument's gate and the decoupling claims need come first (results/full_runs/
+    # keeps each finished run, so the hours it takes can be spread over several sittings).
+    "full": Preset(rows=("tc_only_rev", "coupled_rev", *SUPERVISED, "coupled", "tc_only", "hdc_rev", "hdc",
+                         "dclr", "sc_only", "hdc_single", "hdc_uniform"),
+                   steps=1800, supervised_steps=1800, curve_points=9, records=True),
     # One of each kind of row (a baseline, a control, a decoupled row, hierarchy, DCLR, a reference).
     "smoke": Preset(rows=("coupled", "coupled_rev", "tc_only_rev", "hdc", "dclr", "supervised_static"),
                     steps=1, supervised_steps=1, seeds=(0,),
@@ -145,6 +159,108 @@ def probe_curve(cfg, num_classes: int, device, num_clips: int, steps_per_epoch: 
                        **{m: probes[m] for m in CURVE_METRICS}})
     cache.write_text(json.dumps(points, indent=1) + "\n")
     return points
+
+
+def finish_run(row: str, preset: Preset, seed: int, world_dir: Path, runs_dir: Path, epochs: int,
+               curve: bool, num_actions: int, steps_per_epoch: int, record: Path | None = None,
+               threads: int = 0, progress: bool = False) -> dict:
+    """One run of the reproduction, made complete: trained (unless it finished before), probed,
+    and its probe-vs-step curve read off its kept checkpoints. With a `record` folder, a record of
+    the same config there stands for the run (nothing is trained), and a new run leaves one.
+    Runs in a worker process when the reproduction trains several runs at once (`threads`: its
+    share of the cores)."""
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = run_config(row, preset, seed, world_dir, runs_dir, epochs, curve)
+    if record is not None and (saved := read_record(record, cfg)) is not None:
+        return saved
+    device = setup().device
+    tick = time.perf_counter()
+    model = trained_model(cfg, num_actions, device, progress)
+    done = {"row": row, "seed": seed, "seconds": round(time.perf_counter() - tick, 1),
+            "probes": run_probes(cfg, model, device, preset.eval_clips),
+            "curve": probe_curve(cfg, num_actions, device, preset.eval_clips, steps_per_epoch) if curve else None}
+    if record is not None:
+        write_record(record, cfg, done, _machine(device))
+    return done
+
+
+def comparable(config: dict) -> dict:
+    """A run's config (as a dict) without where its files live: what decides whether a record or
+    a finished run stands for the run asked for."""
+    return {**config, "data": {k: v for k, v in config["data"].items() if k != "root"},
+            "train": {k: v for k, v in config["train"].items() if k != "out_dir"}}
+
+
+def read_record(record: Path, cfg) -> dict | None:
+    path = record / "record.json"
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    if saved["config"] != comparable(cfg.to_dict()):
+        log.warning("%s was made with another config: training the run again", path)
+        return None
+    return saved["run"]
+
+
+def write_record(record: Path, cfg, done: dict, machine: str) -> None:
+    """record.json (config, commit, machine, probes, curve, seconds) and the run's metrics: every
+    epoch record and every fifth step record (enough for the loss and level-weight figures)."""
+    record.mkdir(parents=True, exist_ok=True)
+    kept, steps = [], 0
+    for line in (Path(cfg.train.out_dir) / "metrics.jsonl").read_text().splitlines():
+        if json.loads(line)["kind"] == "step":
+            steps += 1
+            if (steps - 1) % 5:
+                continue
+        kept.append(line)
+    (record / "metrics.jsonl").write_text("\n".join(kept) + "\n")
+    (record / "record.json").write_text(json.dumps(
+        {"config": comparable(cfg.to_dict()), "commit": _commit(), "machine": machine, "run": done}, indent=1) + "\n")
+
+
+def parallelism(device: torch.device, runs: int) -> tuple[int, int]:
+    """(runs trained at once, threads each). On CPU, one run per core (up to 4) beats one run on
+    every core: the tiny backbone's small convolutions do not use several threads well
+    (results/bench.md, "scaling"). On a GPU, one run at a time."""
+    cores = os.cpu_count() or 1
+    if device.type != "cpu":
+        return 1, cores
+    jobs = max(1, min(4, cores, runs))
+    return jobs, max(1, cores // jobs)
+
+
+def find_or_train(row: str, root: str | Path, short: list[str], seed: int = 0,
+                  presets: tuple[str, ...] = ("toy", "full")) -> tuple[object, torch.nn.Module]:
+    """(config, model) of `row` for a notebook: the run `hdc reproduce` trained (make demo's `toy`
+    preset first, then `full`) when it finished under `root`; otherwise a short run, trained here
+    with the config's own settings plus the `short` overrides (its world, out_dir, epochs...).
+    Says in one line which of the two it is."""
+    root = Path(root)
+    device = setup().device
+    for name in presets:
+        preset = PRESETS[name]
+        if row not in preset.rows or seed not in preset.seeds:
+            continue
+        world, runs = root / "data/toyworld", root / "runs/reproduce" / name
+        final = runs / row / f"seed{seed}" / "final.pt"
+        if not final.exists():
+            continue
+        videos = len(build_dataset(run_config(row, preset, seed, world, runs, 1), True, None))
+        steps = preset.supervised_steps if row in SUPERVISED else preset.steps
+        cfg = run_config(row, preset, seed, world, runs, epochs_for(steps, videos, preset.batch_size),
+                         curve=seed == preset.seeds[0] and preset.curve_points > 0)
+        state = load_checkpoint(final)
+        if comparable(state["config"]) == comparable(cfg.to_dict()):
+            print(f"{row}: the `hdc reproduce --preset {name}` run ({cfg.train.epochs} epochs, "
+                  f"{final.parent.relative_to(root)})")
+            return cfg, load_model(cfg, state["model"], len(build_dataset(cfg, True, None).classes), device)
+    cfg = load_config(CONFIGS / f"{row}.yaml", short)
+    out = Path(cfg.train.out_dir)
+    print(f"{row}: no finished `hdc reproduce` run here (make demo trains {', '.join(PRESETS['toy'].rows)}), "
+          f"so a short run of {cfg.train.epochs} epochs ({out.relative_to(root) if out.is_relative_to(root) else out})")
+    classes = len(build_dataset(cfg, True, None).classes)
+    return cfg, trained_model(cfg, classes, device, progress=False)
 
 
 # -- statistics ------------------------------------------------------------------------------------
@@ -241,7 +357,9 @@ def invariance_premise(runs: list[Path]) -> dict | None:
 # -- the reproduction ------------------------------------------------------------------------------
 def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
               runs_dir: str | Path | None = None, results_dir: str | Path = "results",
-              figures_dir: str | Path = "figures", progress: bool = True) -> dict:
+              figures_dir: str | Path = "figures", progress: bool = True, jobs: int | None = None) -> dict:
+    """Train (or find) every run of the preset, probe them and write the table and figures.
+    `jobs` runs train side by side (default: `parallelism`)."""
     preset = PRESETS[preset_name]
     started = time.perf_counter()
     world_dir = Path(world_dir or ("data/toyworld" if preset_name != "smoke" else "data/toyworld_smoke"))
@@ -252,23 +370,55 @@ def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
     per_epoch = max(1, train_videos // preset.batch_size)
     epochs = {row: epochs_for(preset.supervised_steps if row in SUPERVISED else preset.steps,
                               train_videos, preset.batch_size) for row in preset.rows}
-    per_seed: dict[str, list[dict]] = {row: [] for row in (*preset.rows, RANDOM_INIT)}
-    models, curves, seconds = {}, {}, {}
     first = preset.seeds[0]
-    for seed in preset.seeds:
-        for row in preset.rows:
-            curve = seed == first and preset.curve_points > 0
-            cfg = run_config(row, preset, seed, world_dir, runs_dir, epochs[row], curve)
+    results = Path(results_dir)
+    # Where each run's metrics are read from: its run folder, or its committed record.
+    sources = results / f"{preset_name}_runs" if preset.records else runs_dir
+    # Row by row, so that an interrupted reproduction has whole rows (every seed) to show.
+    tasks = [dict(row=row, preset=preset, seed=seed, world_dir=world_dir, runs_dir=runs_dir,
+                  epochs=epochs[row], curve=seed == first and preset.curve_points > 0,
+                  num_actions=num_actions, steps_per_epoch=per_epoch,
+                  record=sources / row / f"seed{seed}" if preset.records else None)
+             for row in preset.rows for seed in preset.seeds]
+    jobs, threads = parallelism(device, len(tasks)) if jobs is None else (jobs, max(1, (os.cpu_count() or 1) // jobs))
+    finished = []
+    if jobs == 1:
+        for task in tasks:
             if progress:
-                print(f"[{time.perf_counter() - started:6.0f}s] {row} seed {seed}", flush=True)
-            tick = time.perf_counter()
-            model = trained_model(cfg, num_actions, device, progress)
-            seconds.setdefault(row, []).append(round(time.perf_counter() - tick, 1))
-            per_seed[row].append(run_probes(cfg, model, device, preset.eval_clips))
-            if curve:
-                curves[row] = probe_curve(cfg, num_actions, device, preset.eval_clips, per_epoch)
-            if seed == first:
-                models[row] = model
+                print(f"[{time.perf_counter() - started:6.0f}s] {task['row']} seed {task['seed']}", flush=True)
+            finished.append(finish_run(**task, progress=progress))
+    else:
+        # Runs train side by side in their own processes (spawned: no forked torch thread pools),
+        # each with its share of the cores; they share nothing but the rendered world on disk.
+        if progress:
+            print(f"{len(tasks)} runs, {jobs} at a time, {threads} thread(s) each", flush=True)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(finish_run, **task, threads=threads) for task in tasks]
+            for future in as_completed(futures):
+                finished.append(future.result())
+                if progress:
+                    done = finished[-1]
+                    print(f"[{time.perf_counter() - started:6.0f}s] {done['row']} seed {done['seed']} "
+                          f"finished ({done['seconds']:.0f} s)", flush=True)
+    order = {(t["row"], t["seed"]): k for k, t in enumerate(tasks)}
+    finished.sort(key=lambda done: order[done["row"], done["seed"]])
+    per_seed: dict[str, list[dict]] = {row: [] for row in (*preset.rows, RANDOM_INIT)}
+    seconds: dict[str, list[float]] = {}
+    curves = {}
+    for done in finished:
+        per_seed[done["row"]].append(done["probes"])
+        seconds.setdefault(done["row"], []).append(done["seconds"])
+        if done["curve"] is not None:
+            curves[done["row"]] = done["curve"]
+    # The activation-map figure shows the first four rows' models of the first seed (a run that
+    # a record stands for may have been trained on another clone: then the figure is kept as is).
+    models = {}
+    for row in preset.rows[:4]:
+        final = Path(run_config(row, preset, first, world_dir, runs_dir, epochs[row]).train.out_dir) / "final.pt"
+        if final.exists():
+            models[row] = load_model(run_config(row, preset, first, world_dir, runs_dir, epochs[row]),
+                                     load_checkpoint(final)["model"], num_actions, device)
+    for seed in preset.seeds:
         torch.manual_seed(seed)
         cfg = run_config("coupled", preset, seed, world_dir, runs_dir, 1)
         random_model = build_method(cfg).to(device).eval()
@@ -276,33 +426,36 @@ def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
                                                 device, preset.eval_clips))
     metrics = list(per_seed[RANDOM_INIT][0])
     table = {row: {m: mean_interval([s[m] for s in runs]) for m in metrics} for row, runs in per_seed.items()}
-    hdc_runs = [runs_dir / row / f"seed{s}" for row in ("hdc", "hdc_rev", "hdc_uniform") if row in preset.rows
+    hdc_runs = [sources / row / f"seed{s}" for row in ("hdc", "hdc_rev", "hdc_uniform") if row in preset.rows
                 for s in preset.seeds][:len(preset.seeds)]
     report = {"preset": preset_name, "seconds": round(time.perf_counter() - started, 1),
               "seeds": list(preset.seeds), "steps": {row: epochs[row] * per_epoch for row in preset.rows},
               "epochs": epochs, "train_seconds": seconds, "num_actions": num_actions,
               "claims": claim_lines(per_seed), "invariance": invariance_premise(hdc_runs),
               "table": table, "per_seed": per_seed, "curves": curves,
-              "commit": _commit(), "machine": _machine(device)}
+              "commit": _commit(), "machine": _machine(device),
+              "run_commits": sorted({json.loads((t["record"] / "record.json").read_text())["commit"]
+                                     for t in tasks}) if preset.records else None}
 
     figures, prefix = Path(figures_dir), f"{preset_name}_"
     chance = {**CHANCE, "fg_ratio": 1.0}  # fg_ratio 1: no preference for the mover
     viz.ablation_bars(table, HEADLINE, chance, path=figures / f"{prefix}ablation.png")
     if curves:
         viz.probe_curves(curves, CURVE_METRICS, chance, path=figures / f"{prefix}probe_curves.png")
-    viz.training_curves({row: runs_dir / row / f"seed{first}" for row in preset.rows if row not in SUPERVISED},
+    viz.training_curves({row: sources / row / f"seed{first}" for row in preset.rows if row not in SUPERVISED},
                         path=figures / f"{prefix}training_curves.png")
     if hdc_runs:
         viz.level_weights(hdc_runs[0], path=figures / f"{prefix}level_weights.png")
-    panel_cfg = run_config("coupled", preset, 0, world_dir, runs_dir, 1)
-    panel_set = build_dataset(panel_cfg, False, None)
-    panel_set.clip_sampler = UniformClipSampler(panel_cfg.model.clip_frames, panel_cfg.model.clip_stride, 1)
-    picks = torch.linspace(0, len(panel_set) - 1, 4).round().long().tolist()
-    clips = torch.stack([panel_set[i]["video"][0] for i in picks])
-    viz.activation_panels({row: models[row] for row in list(models)[:4]}, clips, device,
-                          path=figures / f"{prefix}activation_maps.png")
-
-    results = Path(results_dir)
+    if len(models) == len(preset.rows[:4]):
+        panel_cfg = run_config("coupled", preset, 0, world_dir, runs_dir, 1)
+        panel_set = build_dataset(panel_cfg, False, None)
+        panel_set.clip_sampler = UniformClipSampler(panel_cfg.model.clip_frames, panel_cfg.model.clip_stride, 1)
+        picks = torch.linspace(0, len(panel_set) - 1, 4).round().long().tolist()
+        clips = torch.stack([panel_set[i]["video"][0] for i in picks])
+        viz.activation_panels(models, clips, device, path=figures / f"{prefix}activation_maps.png")
+    else:
+        log.warning("activation maps not redrawn: the first seed's models of %s were trained elsewhere",
+                    ", ".join(sorted(set(preset.rows[:4]) - set(models))))
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{prefix}ablation.json").write_text(json.dumps(report, indent=1) + "\n")
     (results / f"{prefix}ablation.md").write_text(markdown_report(report))
@@ -322,6 +475,9 @@ def markdown_report(report: dict) -> str:
     lines = [f"# Toy-world ablation (preset `{name}`)", "",
              f"Command: `hdc reproduce --preset {name}` · commit `{report['commit']}` · "
              f"{report['machine']} · {report['seconds'] / 60:.1f} min in total.", "",
+             *([f"The runs are records in results/{name}_runs/ (trained at commits "
+                f"{', '.join(f'`{c}`' for c in report['run_commits'])}, {_hours(report)} of training "
+                "in all); this call trained the ones that were missing.", ""] if report.get("run_commits") else []),
              f"Seeds {report['seeds']}; optimiser steps per run: {', '.join(map(str, steps))} "
              f"(per row: {report['steps']}). Values: mean over seeds [95% Student-t interval]. "
              "Probes (docs/methods.md, \"Toy-world probes\"): action_unbiased, direction (chance 0.5, "
@@ -360,6 +516,10 @@ def markdown_report(report: dict) -> str:
     lines += ["", "Training seconds per run: " + ", ".join(
         f"{row} {np.median(s):.0f} s" for row, s in report["train_seconds"].items()) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _hours(report: dict) -> str:
+    return f"{sum(sum(s) for s in report['train_seconds'].values()) / 3600:.1f} h"
 
 
 def _commit() -> str:

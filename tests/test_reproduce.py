@@ -45,7 +45,7 @@ def test_budgets_are_steps_and_every_self_supervised_row_shares_one():
 def test_smoke_reproduction_writes_the_claims_table_and_figures(tmp_path):
     report = reproduce("smoke", world_dir=tmp_path / "world", runs_dir=tmp_path / "runs",
                        results_dir=tmp_path / "results", figures_dir=tmp_path / "figures",
-                       progress=False)
+                       progress=False, jobs=2)
     assert set(report["table"]) == set(PRESETS["smoke"].rows) | {RANDOM_INIT}
     for row in report["table"].values():
         assert set(HEADLINE) <= set(row)
@@ -65,8 +65,67 @@ def test_smoke_reproduction_writes_the_claims_table_and_figures(tmp_path):
         png = tmp_path / "figures" / f"smoke_{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # A second call finds every run finished and trains nothing again: same numbers.
+    # A second call, one run at a time in this process, finds every run that the two workers
+    # finished and trains nothing again: same numbers, in the same order.
     again = reproduce("smoke", world_dir=tmp_path / "world", runs_dir=tmp_path / "runs",
                       results_dir=tmp_path / "results2", figures_dir=tmp_path / "figures2",
-                      progress=False)
+                      progress=False, jobs=1)
     assert again["per_seed"] == report["per_seed"]
+
+
+def test_records_stand_for_finished_runs_on_another_clone(tmp_path, monkeypatch):
+    """A preset with records leaves one per run in results/<preset>_runs/; a later call with those
+    records and no run folders at all trains nothing and rebuilds the same table; a record made
+    under another config does not stand for the run."""
+    import dataclasses
+    import shutil
+
+    preset = dataclasses.replace(PRESETS["smoke"], rows=("hdc",), records=True)
+    monkeypatch.setitem(PRESETS, "recorded", preset)
+    kwargs = dict(world_dir=tmp_path / "world", results_dir=tmp_path / "results", progress=False, jobs=1)
+    report = reproduce("recorded", runs_dir=tmp_path / "runs", figures_dir=tmp_path / "figures", **kwargs)
+    record = tmp_path / "results" / "recorded_runs" / "hdc" / "seed0"
+    saved = json.loads((record / "record.json").read_text())
+    assert saved["run"]["probes"] == report["per_seed"]["hdc"][0] and saved["commit"]
+    assert report["run_commits"] == [saved["commit"]]
+
+    shutil.rmtree(tmp_path / "runs")  # another clone: only the committed results/ came along
+    again = reproduce("recorded", runs_dir=tmp_path / "runs2", figures_dir=tmp_path / "figures2", **kwargs)
+    assert again["per_seed"] == report["per_seed"] and again["train_seconds"] == report["train_seconds"]
+    assert not (tmp_path / "runs2" / "hdc" / "seed0" / "final.pt").exists()  # nothing trained
+    assert json.dumps(again["invariance"]) == json.dumps(report["invariance"])  # from the record's metrics (NaN-safe)
+    assert (tmp_path / "figures2" / "recorded_level_weights.png").exists()
+    assert not (tmp_path / "figures2" / "recorded_activation_maps.png").exists()  # needs the models
+
+    saved["config"]["optim"]["lr"] *= 2
+    (record / "record.json").write_text(json.dumps(saved))
+    reproduce("recorded", runs_dir=tmp_path / "runs2", figures_dir=tmp_path / "figures2", **kwargs)
+    assert (tmp_path / "runs2" / "hdc" / "seed0" / "final.pt").exists()  # trained again
+    assert json.loads((record / "record.json").read_text())["config"]["optim"]["lr"] == saved["config"]["optim"]["lr"] / 2
+
+
+def test_find_or_train_loads_the_reproductions_run_or_trains_a_short_one(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    import torch
+
+    from hdc_lib.checkpoint import load_checkpoint
+    from hdc_lib.reproduce import find_or_train, run_config
+    from hdc_lib.train import train
+
+    preset = dataclasses.replace(PRESETS["smoke"], rows=("coupled",))
+    monkeypatch.setitem(PRESETS, "tiny", preset)
+    world, runs = tmp_path / "data" / "toyworld", tmp_path / "runs" / "reproduce" / "tiny"
+    train(run_config("coupled", preset, 0, world, runs, 1, curve=True), progress=False)
+
+    cfg, model = find_or_train("coupled", tmp_path, short=[], presets=("tiny",))
+    assert "`hdc reproduce --preset tiny` run" in capsys.readouterr().out
+    saved = load_checkpoint(runs / "coupled" / "seed0" / "final.pt")["model"]
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    assert not model.training
+
+    short = [f"data.root={world}", f"data.toyworld={json.dumps(preset.world)}", "train.epochs=1",
+             "train.batch_size=16", "train.knn_every=0", f"train.out_dir={tmp_path / 'runs' / 'nb' / 'supervised'}"]
+    cfg, model = find_or_train("supervised", tmp_path, short=short, presets=("tiny",))
+    assert "so a short run of 1 epochs (runs/nb/supervised)" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "nb" / "supervised" / "final.pt").exists() and cfg.method == "supervised"
