@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch, Rectangle
 
 from hdc_lib.dclr import activation_map
 
@@ -231,4 +232,109 @@ def activation_panels(models: dict[str, torch.nn.Module], clips: torch.Tensor, d
     for ax in grid.ravel():
         ax.set_axis_off()
     fig.tight_layout()
+    return _save(fig, path)
+
+
+# -- schematics of the two methods (drawn, not copied from the papers) -----------------------------
+def _box(ax, x, y, text, color, w=0.16, h=0.1, fontsize=8):
+    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.01",
+                                facecolor=color, edgecolor="black", linewidth=0.8, alpha=0.9))
+    ax.text(x, y, text, ha="center", va="center", fontsize=fontsize)
+
+
+def _arrow(ax, start, end, color="black", text=None, style="-|>", linestyle="-", offset=(0, 0.03),
+           fontsize=7):
+    ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle=style, color=color, lw=1.2,
+                                                          linestyle=linestyle, shrinkA=2, shrinkB=2))
+    if text:
+        ax.text((start[0] + end[0]) / 2 + offset[0], (start[1] + end[1]) / 2 + offset[1], text,
+                ha="center", va="center", fontsize=fontsize, color=color)
+
+
+def hdc_schematic(levels: tuple[str, ...] = ("layer2", "layer3", "layer4"), path=None) -> Figure:
+    """HDC as implemented: two windows a, b of a video and two appearance draws theta1, theta2 make
+    three views; (v1, v3) is the spatial positive (SC), (v1, v2) the temporal positive (TC) with
+    v3 (and optionally v1 reversed) as its hard negatives; an SC and a TC head on every tapped
+    stage, and one loss weighted per term by its invariance."""
+    fig = Figure(figsize=(11, 4.2))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set(xlim=(0, 1), ylim=(0, 1))
+    ax.axis("off")
+    ax.text(0.01, 0.95, "HDC: decouple by which augmentation a pair differs in, at every level",
+            fontsize=11, weight="bold")
+    # the video and its two windows
+    ax.add_patch(Rectangle((0.03, 0.48), 0.2, 0.05, facecolor="#dddddd", edgecolor="black"))
+    for x0, name in ((0.05, "a"), (0.13, "b")):
+        ax.add_patch(Rectangle((x0, 0.48), 0.06, 0.05, facecolor="#9ecae1", edgecolor="black"))
+        ax.text(x0 + 0.03, 0.505, name, ha="center", va="center", fontsize=9)
+    ax.text(0.13, 0.56, "one video: windows a, b", ha="center", fontsize=8)
+    ax.text(0.13, 0.44, "appearance draws θ1, θ2\n(crop, colour, channel order...)", ha="center",
+            va="top", fontsize=7)
+    views = {"v1": (0.36, 0.78, "v1 = S(a; θ1)"), "v2": (0.36, 0.5, "v2 = S(a; θ2)"),
+             "v3": (0.36, 0.22, "v3 = S(b; θ1)")}
+    for x, y, text in views.values():
+        _box(ax, x, y, text, "#fdd0a2")
+        _arrow(ax, (0.24, 0.505), (x - 0.085, y))
+    sc, tc, neg = "tab:blue", "tab:green", "tab:red"
+    _arrow(ax, (0.45, 0.76), (0.45, 0.52), tc, "TC positive:\nsame frames,\nother look", style="<|-|>",
+           offset=(0.05, 0))
+    _arrow(ax, (0.47, 0.79), (0.47, 0.21), sc, None, style="<|-|>")
+    ax.text(0.53, 0.3, "SC positive:\nsame look,\nother frames\n(= TC's hard\nnegative)", color=sc,
+            fontsize=7, ha="center", va="center")
+    ax.text(0.36, 0.1, "optional TC hard negative: v1 reversed\n(same frames and look, time runs backwards)",
+            color=neg, fontsize=7, ha="center", va="center")
+    # the backbone's levels with their heads and weights
+    n = len(levels)
+    for k, level in enumerate(levels):
+        y = 0.2 + 0.6 * k / max(1, n - 1)
+        _box(ax, 0.68, y, level, "#c7e9c0", w=0.1, h=0.09)
+        _box(ax, 0.81, y + 0.035, f"SC head, weight $w^S_{{{level.removeprefix('layer')}}}$", "#c6dbef", w=0.12, h=0.06, fontsize=7)
+        _box(ax, 0.81, y - 0.035, f"TC head, weight $w^T_{{{level.removeprefix('layer')}}}$", "#d9f0d3", w=0.12, h=0.06, fontsize=7)
+        _arrow(ax, (0.73, y), (0.75, y))
+        if k:
+            _arrow(ax, (0.68, 0.2 + 0.6 * (k - 1) / max(1, n - 1) + 0.045), (0.68, y - 0.045))
+    _arrow(ax, (0.45, 0.5), (0.63, 0.5), text="one backbone pass\nover all views", offset=(0.04, 0.06))
+    ax.text(0.93, 0.5, "$L = \\sum_l\\, w^S_l L^S_l + w^T_l L^T_l$\n\n"
+            "$w_j = n\\,\\iota_j / \\sum_m \\iota_m$\n\n$\\iota_j = (1 + \\overline{\\cos}_j^+) / 2$:\n"
+            "how invariant term $j$\nalready is (EMA)", fontsize=8, va="center", ha="center")
+    return _save(fig, path)
+
+
+def dclr_schematic(path=None) -> Figure:
+    """DCLR as implemented: the RGB clip v, its static clip s (one frame repeated) and dynamic clip
+    d (frame differences) go through the backbone in one pass; the channel sums of s's and d's
+    feature maps (A_s, A_d) pool v's feature map into F_s(v) and F_d(v); five heads, five contrasts
+    against the key window."""
+    fig = Figure(figsize=(11, 4.2))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set(xlim=(0, 1), ylim=(0, 1))
+    ax.axis("off")
+    ax.text(0.01, 0.95, "DCLR: static scene and dynamic motion, and features pooled by their maps",
+            fontsize=11, weight="bold")
+    clips = {"v": (0.08, 0.75, "v: RGB clip"), "s": (0.08, 0.5, "s: one frame\nrepeated"),
+             "d": (0.08, 0.25, "d: v_t − v_{t−1}")}
+    for name, (x, y, text) in clips.items():
+        _box(ax, x, y, text, "#fdd0a2", w=0.13)
+    _box(ax, 0.27, 0.5, "backbone f\n(one pass)", "#c7e9c0", w=0.12, h=0.5)
+    maps = {"v": (0.45, 0.75, "f(v)"), "s": (0.45, 0.5, "f(s) → A_s = Σ_c f_c(s)"),
+            "d": (0.45, 0.25, "f(d) → A_d = Σ_c f_c(d)")}
+    for name, (x, y, text) in maps.items():
+        _arrow(ax, (clips[name][0] + 0.065, clips[name][1]), (0.21, clips[name][1]))
+        _arrow(ax, (0.33, y), (x - 0.09, y))
+        _box(ax, x, y, text, "#e5f5e0", w=0.18, fontsize=7)
+    pooled = {"vv": (0.68, 0.86, "GAP f(v)"), "vs": (0.68, 0.68, "F_s(v): f(v) pooled by A_s"),
+              "vd": (0.68, 0.5, "F_d(v): f(v) pooled by A_d"), "sv": (0.68, 0.32, "GAP f(s)"),
+              "dv": (0.68, 0.14, "GAP f(d)")}
+    for term, (x, y, text) in pooled.items():
+        _box(ax, x, y, f"{text}  → g_{term}", "#c6dbef", w=0.2, h=0.08, fontsize=7)
+    _arrow(ax, (0.54, 0.75), (0.58, 0.86))
+    _arrow(ax, (0.54, 0.75), (0.58, 0.68))
+    _arrow(ax, (0.54, 0.75), (0.58, 0.5))
+    _arrow(ax, (0.54, 0.5), (0.58, 0.66), "tab:orange", linestyle="--")
+    _arrow(ax, (0.54, 0.25), (0.58, 0.48), "tab:purple", linestyle="--")
+    _arrow(ax, (0.54, 0.5), (0.58, 0.32))
+    _arrow(ax, (0.54, 0.25), (0.58, 0.14))
+    ax.text(0.89, 0.5, "five contrasts with the\nkey window's features:\n\n"
+            "ℓ(z_vv, k_vv)\nℓ(z_vs, k_sv)   ℓ(z_sv, k_vs)\nℓ(z_vd, k_dv)   ℓ(z_dv, k_vd)\n\n"
+            "dashed: the maps\nweight the pooling", fontsize=8, ha="center", va="center")
     return _save(fig, path)

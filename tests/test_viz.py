@@ -139,3 +139,17 @@ def test_activation_panels_still_draw(tmp_path):
     fig = activation_panels({"a": Model(), "b": Model()}, clips, path=tmp_path / "p.png")
     assert len(fig.axes) == 2 * 3
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("draw", ["hdc_schematic", "dclr_schematic"])
+def test_method_schematics_are_drawn_and_saved_legibly(tmp_path, draw):
+    from matplotlib.image import imread
+
+    from hdc_lib import viz
+
+    path = tmp_path / f"{draw}.png"
+    fig = getattr(viz, draw)(path=path)
+    texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert ("v3 = S(b; θ1)" in texts and "SC positive" in texts) if draw == "hdc_schematic" else \
+        ("ℓ(z_vd, k_dv)" in texts and "s: one frame" in texts)
+    assert imread(path).shape[1] >= 1000  # 11 inches at 100 dpi, less the trimmed margins
