@@ -142,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as `hdc` reads it (exits with a usage error on an unknown argument)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse gives a trailing `key=value` list nothing once an option has come between it and
@@ -152,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
     try:
         return args.func(args)
     except OSError as err:  # a path that cannot be read or written (no such folder, no permission)

@@ -220,9 +220,8 @@ def write_record(record: Path, cfg, done: dict, machine: str) -> None:
 
 
 def parallelism(device: torch.device, runs: int) -> tuple[int, int]:
-    """(runs trained at once, threads each). On CPU, one run per core (up to 4) beats one run on
-    every core: the tiny backbone's small convolutions do not use several threads well
-    (results/bench.md, "scaling"). On a GPU, one run at a time."""
+    """(runs trained at once, threads each): on a CPU, one run per core (up to 4), each with its
+    share of the threads, since the runs are independent; on a GPU, one run at a time."""
     cores = os.cpu_count() or 1
     if device.type != "cpu":
         return 1, cores
@@ -433,7 +432,7 @@ def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
               "epochs": epochs, "train_seconds": seconds, "num_actions": num_actions,
               "claims": claim_lines(per_seed), "invariance": invariance_premise(hdc_runs),
               "table": table, "per_seed": per_seed, "curves": curves,
-              "commit": _commit(), "machine": _machine(device),
+              "commit": _commit(), "machine": _machine(device), "jobs": [jobs, threads],
               "run_commits": sorted({json.loads((t["record"] / "record.json").read_text())["commit"]
                                      for t in tasks}) if preset.records else None}
 
@@ -474,7 +473,7 @@ def markdown_report(report: dict) -> str:
     steps = sorted(set(report["steps"].values()))
     lines = [f"# Toy-world ablation (preset `{name}`)", "",
              f"Command: `hdc reproduce --preset {name}` · commit `{report['commit']}` · "
-             f"{report['machine']} · {report['seconds'] / 60:.1f} min in total.", "",
+             f"{report['machine']} · {_jobs(report)}{report['seconds'] / 60:.1f} min in total.", "",
              *([f"The runs are records in results/{name}_runs/ (trained at commits "
                 f"{', '.join(f'`{c}`' for c in report['run_commits'])}, {_hours(report)} of training "
                 "in all); this call trained the ones that were missing.", ""] if report.get("run_commits") else []),
@@ -516,6 +515,11 @@ def markdown_report(report: dict) -> str:
     lines += ["", "Training seconds per run: " + ", ".join(
         f"{row} {np.median(s):.0f} s" for row, s in report["train_seconds"].items()) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _jobs(report: dict) -> str:
+    jobs, threads = report.get("jobs", (1, None))
+    return f"{jobs} runs at a time, {threads} thread(s) each · " if jobs > 1 else ""
 
 
 def _hours(report: dict) -> str:
