@@ -251,17 +251,22 @@ def _arrow(ax, start, end, color="black", text=None, style="-|>", linestyle="-",
                 ha="center", va="center", fontsize=fontsize, color=color)
 
 
+def _canvas(title: str) -> tuple[Figure, object]:
+    """A blank 11 x 4.2 inch figure whose one axes spans it in unit coordinates, titled."""
+    fig = Figure(figsize=(11, 4.2))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set(xlim=(0, 1), ylim=(0, 1))
+    ax.axis("off")
+    ax.text(0.01, 0.95, title, fontsize=11, weight="bold")
+    return fig, ax
+
+
 def hdc_schematic(levels: tuple[str, ...] = ("layer2", "layer3", "layer4"), path=None) -> Figure:
     """HDC as implemented: two windows a, b of a video and two appearance draws theta1, theta2 make
     three views; (v1, v3) is the spatial positive (SC), (v1, v2) the temporal positive (TC) with
     v3 (and optionally v1 reversed) as its hard negatives; an SC and a TC head on every tapped
     stage, and one loss weighted per term by its invariance."""
-    fig = Figure(figsize=(11, 4.2))
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.set(xlim=(0, 1), ylim=(0, 1))
-    ax.axis("off")
-    ax.text(0.01, 0.95, "HDC: decouple by which augmentation a pair differs in, at every level",
-            fontsize=11, weight="bold")
+    fig, ax = _canvas("HDC: decouple by which augmentation a pair differs in, at every level")
     # the video and its two windows
     ax.add_patch(Rectangle((0.03, 0.48), 0.2, 0.05, facecolor="#dddddd", edgecolor="black"))
     for x0, name in ((0.05, "a"), (0.13, "b")):
@@ -305,12 +310,7 @@ def dclr_schematic(path=None) -> Figure:
     d (frame differences) go through the backbone in one pass; the channel sums of s's and d's
     feature maps (A_s, A_d) pool v's feature map into F_s(v) and F_d(v); five heads, five contrasts
     against the key window."""
-    fig = Figure(figsize=(11, 4.2))
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.set(xlim=(0, 1), ylim=(0, 1))
-    ax.axis("off")
-    ax.text(0.01, 0.95, "DCLR: static scene and dynamic motion, and features pooled by their maps",
-            fontsize=11, weight="bold")
+    fig, ax = _canvas("DCLR: static scene and dynamic motion, and features pooled by their maps")
     clips = {"v": (0.08, 0.75, "v: RGB clip"), "s": (0.08, 0.5, "s: one frame\nrepeated"),
              "d": (0.08, 0.25, "d: v_t − v_{t−1}")}
     for name, (x, y, text) in clips.items():
