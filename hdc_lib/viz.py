@@ -1,4 +1,5 @@
-"""Figures: the ablation bars, training curves, HDC's level weights, activation-map panels.
+"""Figures: the ablation bars, probe curves, training curves, HDC's level weights, activation-map
+panels, and the two methods drawn as schematics.
 
 Each figure function returns a matplotlib Figure (a notebook shows it as it is) and, given `path`,
 saves a small PNG there. Figures are built without pyplot, so nothing depends on the display
