@@ -163,10 +163,11 @@ def probe_curve(cfg, num_classes: int, device, num_clips: int, steps_per_epoch: 
 
 def finish_run(row: str, preset: Preset, seed: int, world_dir: Path, runs_dir: Path, epochs: int,
                curve: bool, num_actions: int, steps_per_epoch: int, record: Path | None = None,
-               threads: int = 0, progress: bool = False) -> dict:
+               commit: str = "unknown", threads: int = 0, progress: bool = False) -> dict:
     """One run of the reproduction, made complete: trained (unless it finished before), probed,
     and its probe-vs-step curve read off its kept checkpoints. With a `record` folder, a record of
-    the same config there stands for the run (nothing is trained), and a new run leaves one.
+    the same config there stands for the run (nothing is trained), and a new run leaves one, with
+    the `commit` whose code trained it (taken when the reproduction started and imported it).
     Runs in a worker process when the reproduction trains several runs at once (`threads`: its
     share of the cores)."""
     if threads:
@@ -181,7 +182,7 @@ def finish_run(row: str, preset: Preset, seed: int, world_dir: Path, runs_dir: P
             "probes": run_probes(cfg, model, device, preset.eval_clips),
             "curve": probe_curve(cfg, num_actions, device, preset.eval_clips, steps_per_epoch) if curve else None}
     if record is not None:
-        write_record(record, cfg, done, _machine(device))
+        write_record(record, cfg, done, commit, _machine(device))
     return done
 
 
@@ -203,7 +204,7 @@ def read_record(record: Path, cfg) -> dict | None:
     return saved["run"]
 
 
-def write_record(record: Path, cfg, done: dict, machine: str) -> None:
+def write_record(record: Path, cfg, done: dict, commit: str, machine: str) -> None:
     """record.json (config, commit, machine, probes, curve, seconds) and the run's metrics: every
     epoch record and every fifth step record (enough for the loss and level-weight figures)."""
     record.mkdir(parents=True, exist_ok=True)
@@ -216,7 +217,7 @@ def write_record(record: Path, cfg, done: dict, machine: str) -> None:
         kept.append(line)
     (record / "metrics.jsonl").write_text("\n".join(kept) + "\n")
     (record / "record.json").write_text(json.dumps(
-        {"config": comparable(cfg.to_dict()), "commit": _commit(), "machine": machine, "run": done}, indent=1) + "\n")
+        {"config": comparable(cfg.to_dict()), "commit": commit, "machine": machine, "run": done}, indent=1) + "\n")
 
 
 def parallelism(device: torch.device, runs: int) -> tuple[int, int]:
@@ -370,6 +371,7 @@ def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
     epochs = {row: epochs_for(preset.supervised_steps if row in SUPERVISED else preset.steps,
                               train_videos, preset.batch_size) for row in preset.rows}
     first = preset.seeds[0]
+    commit = _commit()  # the code every run of this call trains with (workers import it now)
     results = Path(results_dir)
     # Where each run's metrics are read from: its run folder, or its committed record.
     sources = results / f"{preset_name}_runs" if preset.records else runs_dir
@@ -377,7 +379,7 @@ def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
     tasks = [dict(row=row, preset=preset, seed=seed, world_dir=world_dir, runs_dir=runs_dir,
                   epochs=epochs[row], curve=seed == first and preset.curve_points > 0,
                   num_actions=num_actions, steps_per_epoch=per_epoch,
-                  record=sources / row / f"seed{seed}" if preset.records else None)
+                  record=sources / row / f"seed{seed}" if preset.records else None, commit=commit)
              for row in preset.rows for seed in preset.seeds]
     jobs, threads = parallelism(device, len(tasks)) if jobs is None else (jobs, max(1, (os.cpu_count() or 1) // jobs))
     finished = []
@@ -432,7 +434,7 @@ def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
               "epochs": epochs, "train_seconds": seconds, "num_actions": num_actions,
               "claims": claim_lines(per_seed), "invariance": invariance_premise(hdc_runs),
               "table": table, "per_seed": per_seed, "curves": curves,
-              "commit": _commit(), "machine": _machine(device), "jobs": [jobs, threads],
+              "commit": commit, "machine": _machine(device), "jobs": [jobs, threads],
               "run_commits": sorted({json.loads((t["record"] / "record.json").read_text())["commit"]
                                      for t in tasks}) if preset.records else None}
 
