@@ -117,12 +117,13 @@ def factor_probes(train: dict[str, torch.Tensor], train_actions: torch.Tensor,
 
 @torch.no_grad()
 def foreground_ratio(backbone, dataset, masks: Masks, transform, device, sampler: UniformClipSampler,
-                     batch_size: int = 32) -> float:
+                     batch_size: int = 32, still_frame: bool = False) -> float:
     """Mean over videos of (sum_p A(p) m(p) / sum_p A(p)) / mean_p m(p).
 
     A is the last stage's activation map of the clip, m(p) the fraction of map cell p that the
     object covers (its frame masks average-pooled to the map's grid). The transform must keep the
-    whole frame (crop_fraction=1) so masks and maps are aligned.
+    whole frame (crop_fraction=1) so masks and maps are aligned. `still_frame`: the transform shows
+    the clip's first frame repeated (the static control), so the mask is that frame's, repeated.
     """
     was_training = backbone.training
     backbone.eval()
@@ -137,6 +138,8 @@ def foreground_ratio(backbone, dataset, masks: Masks, transform, device, sampler
             # the item's own index: an unreadable video is replaced by the next readable one
             frames = masks[relative_path(dataset, int(item["index"]))]
             indices = sampler(len(frames))[0]
+            if still_frame:
+                indices = indices[:1].repeat(len(indices))
             mask = torch.from_numpy(frames[indices]).float()[None, None].to(device)
             coverage = F.adaptive_avg_pool3d(mask, amap.shape[1:])[0, 0]
             share = coverage.mean()
@@ -164,5 +167,6 @@ def toy_probes(cfg, backbone, transform, device, num_clips: int = 4) -> dict[str
     full_frame = lambda clips: transform(clips, crop_fraction=1.0)  # noqa: E731 - keeps masks aligned
     sampler = UniformClipSampler(cfg.model.clip_frames, cfg.model.clip_stride, 1)
     test_set.clip_sampler = sampler
-    results["fg_ratio"] = foreground_ratio(backbone, test_set, Masks(world), full_frame, device, sampler)
+    results["fg_ratio"] = foreground_ratio(backbone, test_set, Masks(world), full_frame, device, sampler,
+                                           still_frame=getattr(cfg.model, "static_frame", False))
     return results

@@ -166,3 +166,29 @@ def test_every_probe_at_every_level_matches_its_naive_reference_and_the_known_an
     assert results["action_unbiased@layer2"] == pytest.approx(0.25, abs=0.1)  # direction, not which pair
     assert results["scene@layer2"] > 0.9 and results["scene@layer3"] > 0.9
     assert results["object@layer3"] > 0.9 and results["object@layer2"] < 0.25
+
+
+def test_the_static_control_is_scored_against_the_mask_of_the_frame_it_sees():
+    """A model tested on the first frame repeated (`still_frame`) sees the object where frame 0 has
+    it, so the ratio uses frame 0's mask on every frame, not the moving masks of the clip."""
+    from hdc_lib.supervised import still
+
+    rng = np.random.default_rng(2)
+    videos, masks = [], {}
+    for i in range(3):
+        mask = np.zeros((T, S, S), dtype=bool)
+        for t in range(T):  # the object walks along the diagonal
+            mask[t, t % (S - 2):t % (S - 2) + 3, t % (S - 2):t % (S - 2) + 3] = True
+        activation = np.where(mask, 200, 40) + rng.integers(0, 20, size=mask.shape)
+        videos.append(np.repeat(activation[..., None], 3, axis=-1).astype(np.uint8))
+        masks[f"class/v{i}.mp4"] = mask
+    still_input = lambda clips: as_model_input(still(clips))  # noqa: E731
+    got = foreground_ratio(MapIsTheInput(), FakeVideos(videos), masks, still_input, "cpu",
+                           UniformClipSampler(T, 1, 1), still_frame=True)
+    frozen = [np.repeat(v[:1], T, axis=0) for v in videos]
+    frozen_masks = {k: np.repeat(m[:1], T, axis=0) for k, m in masks.items()}
+    np.testing.assert_allclose(got, naive_ratio(frozen, frozen_masks, [(0, 0), (1, 1), (2, 2)]), rtol=1e-5)
+    assert got > 2
+    moving_masks = foreground_ratio(MapIsTheInput(), FakeVideos(videos), masks, still_input, "cpu",
+                                    UniformClipSampler(T, 1, 1))
+    assert moving_masks < got - 0.5  # the old scoring: the still object against masks that move
