@@ -13,6 +13,11 @@ distribution. The biased-fit action probe is fitted on the training world's trai
     python results/scripts/world_ladder.py --name tc_rev_w0 --config tc_only \
         --world '{}' --steps 900 model.extra_hard_negatives=[reversed] 'model.window_offset=[2,8]'
 
+`--geometry '{"SCALE_SMALL": [0.2, 0.25]}'` overrides the world's geometry constants
+(hdc_lib.data.toyworld's module-level OBJECT_SIDE, SPEED, RADIUS, OMEGA, SCALE_SMALL, SCALE_LARGE,
+...) for this process: a candidate world change measured before it becomes a world argument. The
+geometry joins the world folder's hash, so such a world never shares a folder with a library one.
+
 Appends one JSON line to results/toyworld_ladder.jsonl.
 """
 from __future__ import annotations
@@ -32,6 +37,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from hdc_lib.data import toyworld
 from hdc_lib.data.samplers import UniformClipSampler
 from hdc_lib.data.toyworld import ACTIONS, REVERSE, load_manifest
 from hdc_lib.experiment import build_dataset, build_method, load_config
@@ -50,6 +56,15 @@ def cross_fit(x, y, seed=0) -> float:
     """Two-fold stratified cross-fitting: fit on one half, score the other, both ways, averaged."""
     folds = StratifiedKFold(2, shuffle=True, random_state=seed).split(x, y)
     return float(np.mean([probe(x[a], y[a], x[b], y[b]) for a, b in folds]))
+
+
+def per_class_recall(x, y, seed=0) -> dict:
+    """The action_unbiased cross-fit's recall of each action (which motions the features miss)."""
+    predicted = np.empty_like(y)
+    for a, b in StratifiedKFold(2, shuffle=True, random_state=seed).split(x, y):
+        model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=np.logspace(-3, 2, 6), cv=5, max_iter=2000))
+        predicted[b] = model.fit(x[a], y[a]).predict(x[b])
+    return {ACTIONS[c]: float((predicted[y == c] == c).mean()) for c in np.unique(y)}
 
 
 def readouts(train_x, train_y, test_x, test_y, scene) -> dict:
@@ -76,8 +91,9 @@ def features(backbone, dataset, transform, stages):
     return {s: torch.cat(v).numpy() for s, v in out.items()}, torch.cat(labels).numpy(), torch.cat(index).numpy()
 
 
-def world_dir_of(world: dict) -> Path:
-    return REPO / "data" / "ladder" / hashlib.sha1(json.dumps(world, sort_keys=True).encode()).hexdigest()[:10]
+def world_dir_of(world: dict, geometry: dict) -> Path:
+    key = {**world, "geometry": geometry} if geometry else world
+    return REPO / "data" / "ladder" / hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def main() -> None:
@@ -89,12 +105,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--val-seed", type=int, default=1000, help="seed of the validation world")
+    parser.add_argument("--geometry", default="{}", help="toy-world geometry constants to override (JSON)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    world = json.loads(args.world)
-    world_dir = world_dir_of(world)
+    world, geometry = json.loads(args.world), json.loads(args.geometry)
+    for name, value in geometry.items():
+        if not hasattr(toyworld, name):
+            parser.error(f"--geometry: hdc_lib.data.toyworld has no constant {name}")
+        setattr(toyworld, name, tuple(value) if isinstance(value, list) else value)
+    world_dir = world_dir_of(world, geometry)
     base = [f"data.root={world_dir}", f"data.toyworld={json.dumps(world)}", f"train.seed={args.seed}",
             "train.knn_every=0", f"train.out_dir={REPO / 'runs' / 'ladder' / args.name}"]
     cfg = load_config(REPO / "configs" / "toy" / f"{args.config}.yaml", base + args.overrides)
@@ -109,24 +130,25 @@ def main() -> None:
     sampler = UniformClipSampler(cfg.model.clip_frames, cfg.model.clip_stride, 4)
     val_world = {**world, "seed": args.val_seed}
     val_cfg = load_config(REPO / "configs" / "toy" / f"{args.config}.yaml",
-                          base + args.overrides + [f"data.root={world_dir_of(val_world)}",
+                          base + args.overrides + [f"data.root={world_dir_of(val_world, geometry)}",
                                                    f"data.toyworld={json.dumps(val_world)}"])
     splits = [build_dataset(cfg, True, sampler), build_dataset(val_cfg, False, sampler)]
     transform = method.augment.center
     (trx, try_, _), (tex, tey, tei) = [features(backbone, s, transform, stages) for s in splits]
-    manifest = {r["path"]: r for r in load_manifest(world_dir_of(val_world))}
+    manifest = {r["path"]: r for r in load_manifest(world_dir_of(val_world, geometry))}
     paths = [splits[1].samples[i][0] for i in tei]
     scene = np.array([manifest[f"{Path(p).parent.name}/{Path(p).name}"]["scene_id"] for p in paths])
     result = {s: readouts(trx[s], try_, tex[s], tey, scene) for s in stages}
+    result[stages[-1]]["action_unbiased_per_class"] = per_class_recall(tex[stages[-1]], tey)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "hdc_lib"], capture_output=True, text=True, cwd=REPO).stdout.strip()
-    record = {"name": args.name, "config": args.config, "world": world, "steps": args.steps, "epochs": epochs,
+    record = {"name": args.name, "config": args.config, "world": world, "geometry": geometry, "steps": args.steps, "epochs": epochs,
               "seed": args.seed, "overrides": args.overrides, "train_seconds": round(seconds, 1),
               "threads": torch.get_num_threads(), "commit": commit + ("+changes" if dirty else ""), "probes": result}
     with open(REPO / "results" / "toyworld_ladder.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
     last = result[stages[-1]]
-    print(args.name, {k: round(v, 3) for k, v in last.items()}, f"{seconds:.0f}s", flush=True)
+    print(args.name, {k: v if isinstance(v, dict) else round(v, 3) for k, v in last.items()}, f"{seconds:.0f}s", flush=True)
 
 
 if __name__ == "__main__":
