@@ -43,13 +43,15 @@ def main(run: Path) -> None:
     model = load_model(cfg, load_checkpoint(run / "final.pt")["model"], len(ACTIONS), "cpu")
     _, test_set = eval_datasets(cfg, num_clips=4)
     transform = eval_transform(model)
-    test = extract_features(model.backbone, test_set, transform, "cpu", stages=probe_stages(model.backbone))
-    y, x = test["labels"], test["features"][probe_stages(model.backbone)[-1]]
+    stages = probe_stages(model.backbone)
+    test = extract_features(model.backbone, test_set, transform, "cpu", stages=stages)
+    y, x = test["labels"], test["features"][stages[-1]]
     print(f"{run}: {len(y)} test videos, rows = true action, columns = predicted, order {ACTIONS}")
-    for k in (2, 5, 10):
-        print(f"action_unbiased probe, {k}-fold cross-fitted: {(cross_fitted_predictions(x, y, k) == y).double().mean():.3f}")
+    predictions = {k: cross_fitted_predictions(x, y, k) for k in (2, 5, 10)}
+    for k, predicted in predictions.items():
+        print(f"action_unbiased probe, {k}-fold cross-fitted: {(predicted == y).double().mean():.3f}")
     print("confusion of the 2-fold probe (the library's):")
-    print(confusion(y, cross_fitted_predictions(x, y, 2)))
+    print(confusion(y, predictions[2]))
     if not hasattr(model, "classifier"):
         return
     manifest = {row["path"]: row for row in load_manifest(Path(cfg.data.root))}

@@ -46,32 +46,37 @@ from hdc_lib.train import train
 REPO = Path(__file__).resolve().parents[2]
 
 
-def probe(x_fit, y_fit, x_score, y_score) -> float:
+def fitted_probe(x_fit, y_fit):
     model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=np.logspace(-3, 2, 6), cv=5, max_iter=2000))
-    model.fit(x_fit, y_fit)
-    return float((model.predict(x_score) == y_score).mean())
+    return model.fit(x_fit, y_fit)
+
+
+def probe(x_fit, y_fit, x_score, y_score) -> float:
+    return float((fitted_probe(x_fit, y_fit).predict(x_score) == y_score).mean())
+
+
+def cross_fitted(x, y, seed=0) -> tuple[float, np.ndarray]:
+    """Two-fold stratified cross-fitting: fit on one half, score the other, both ways. Returns the
+    two halves' accuracies averaged, and every item's prediction by the probe that did not see it."""
+    predicted, accuracies = np.empty_like(y), []
+    for a, b in StratifiedKFold(2, shuffle=True, random_state=seed).split(x, y):
+        predicted[b] = fitted_probe(x[a], y[a]).predict(x[b])
+        accuracies.append((predicted[b] == y[b]).mean())
+    return float(np.mean(accuracies)), predicted
 
 
 def cross_fit(x, y, seed=0) -> float:
-    """Two-fold stratified cross-fitting: fit on one half, score the other, both ways, averaged."""
-    folds = StratifiedKFold(2, shuffle=True, random_state=seed).split(x, y)
-    return float(np.mean([probe(x[a], y[a], x[b], y[b]) for a, b in folds]))
-
-
-def per_class_recall(x, y, seed=0) -> dict:
-    """The action_unbiased cross-fit's recall of each action (which motions the features miss)."""
-    predicted = np.empty_like(y)
-    for a, b in StratifiedKFold(2, shuffle=True, random_state=seed).split(x, y):
-        model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=np.logspace(-3, 2, 6), cv=5, max_iter=2000))
-        predicted[b] = model.fit(x[a], y[a]).predict(x[b])
-    return {ACTIONS[c]: float((predicted[y == c] == c).mean()) for c in np.unique(y)}
+    return cross_fitted(x, y, seed)[0]
 
 
 def readouts(train_x, train_y, test_x, test_y, scene) -> dict:
     pairs = sorted({tuple(sorted((ACTIONS.index(a), ACTIONS.index(REVERSE[a])))) for a in ACTIONS})
     direction = [cross_fit(test_x[np.isin(test_y, p)], test_y[np.isin(test_y, p)]) for p in pairs]
-    return {"action_biased": probe(train_x, train_y, test_x, test_y),
-            "action_unbiased": cross_fit(test_x, test_y), "direction": float(np.mean(direction)),
+    action_unbiased, predicted = cross_fitted(test_x, test_y)
+    # which motions the features miss: the action_unbiased cross-fit's recall of each action
+    per_class = {ACTIONS[c]: float((predicted[test_y == c] == c).mean()) for c in np.unique(test_y)}
+    return {"action_biased": probe(train_x, train_y, test_x, test_y), "action_unbiased": action_unbiased,
+            "action_unbiased_per_class": per_class, "direction": float(np.mean(direction)),
             "scene": cross_fit(test_x, scene)}
 
 
@@ -139,7 +144,6 @@ def main() -> None:
     paths = [splits[1].samples[i][0] for i in tei]
     scene = np.array([manifest[f"{Path(p).parent.name}/{Path(p).name}"]["scene_id"] for p in paths])
     result = {s: readouts(trx[s], try_, tex[s], tey, scene) for s in stages}
-    result[stages[-1]]["action_unbiased_per_class"] = per_class_recall(tex[stages[-1]], tey)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "hdc_lib"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     record = {"name": args.name, "config": args.config, "world": world, "geometry": geometry, "steps": args.steps, "epochs": epochs,
