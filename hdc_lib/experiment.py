@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -142,9 +142,12 @@ def run_config_from_dict(raw: dict) -> RunConfig:
     )
     if cfg.data.dataset == "toyworld":  # the world's arguments fail now, not when it is rendered
         try:
-            ToyWorld(**cfg.data.toyworld)
+            world = ToyWorld(**cfg.data.toyworld)
         except (TypeError, ConfigError) as err:
             raise ConfigError(f"data.toyworld: {err}", key="data.toyworld") from err
+        # Every argument, defaults included, so that a run records the world it saw: when a
+        # default changes, a run of the old world no longer passes for one of the new.
+        cfg.data.toyworld = asdict(world)
     # Counts and periods a run divides by or keeps: out of range, they would fail (or delete every
     # checkpoint) hours in rather than now.
     minimum = {"epochs": 1, "batch_size": 1, "log_every": 1, "checkpoint_every": 1,

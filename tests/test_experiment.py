@@ -98,3 +98,18 @@ def test_step_schedule_divides_at_the_milestones():
     lrs = learning_rates(cfg)
     assert lrs[19] == pytest.approx(cfg.lr) and lrs[20] == pytest.approx(cfg.lr * 0.1)
     assert lrs[40] == pytest.approx(cfg.lr * 0.01)
+
+
+def test_a_toy_run_records_every_world_argument():
+    # A run's config holds the whole world (defaults resolved), so a run made before a default
+    # changed does not compare equal to a run of the new default world.
+    from dataclasses import asdict
+
+    from hdc_lib.data.toyworld import ToyWorld
+    implicit = load_config(None, [])
+    explicit = load_config(None, [f"data.toyworld={{videos_per_class: {ToyWorld().videos_per_class}}}"])
+    assert implicit.data.toyworld == asdict(ToyWorld()) == explicit.data.toyworld
+    assert implicit.to_dict() == explicit.to_dict()
+    older = load_config(None, ["data.toyworld={videos_per_class: 100}"])
+    assert older.data.toyworld == {**asdict(ToyWorld()), "videos_per_class": 100}
+    assert older.to_dict() != implicit.to_dict()
