@@ -375,12 +375,13 @@ def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
     results = Path(results_dir)
     # Where each run's metrics are read from: its run folder, or its committed record.
     sources = results / f"{preset_name}_runs" if preset.records else runs_dir
-    # Row by row, so that an interrupted reproduction has whole rows (every seed) to show.
+    # Seed by seed: an interrupted reproduction has every row's first seed (the run notebooks load
+    # and the curves come from) before it has the other seeds' intervals.
     tasks = [dict(row=row, preset=preset, seed=seed, world_dir=world_dir, runs_dir=runs_dir,
                   epochs=epochs[row], curve=seed == first and preset.curve_points > 0,
                   num_actions=num_actions, steps_per_epoch=per_epoch,
                   record=sources / row / f"seed{seed}" if preset.records else None, commit=commit)
-             for row in preset.rows for seed in preset.seeds]
+             for seed in preset.seeds for row in preset.rows]
     jobs, threads = parallelism(device, len(tasks)) if jobs is None else (jobs, max(1, (os.cpu_count() or 1) // jobs))
     finished = []
     if jobs == 1:
