@@ -1,10 +1,12 @@
 """Run configs: every shipped config loads; overrides and impossible values are handled up front."""
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 
 from hdc_lib.config import ConfigError
+from hdc_lib.data.toyworld import ToyWorld
 from hdc_lib.experiment import apply_overrides, build_optimizer, load_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -103,9 +105,6 @@ def test_step_schedule_divides_at_the_milestones():
 def test_a_toy_run_records_every_world_argument():
     # A run's config holds the whole world (defaults resolved), so a run made before a default
     # changed does not compare equal to a run of the new default world.
-    from dataclasses import asdict
-
-    from hdc_lib.data.toyworld import ToyWorld
     implicit = load_config(None, [])
     explicit = load_config(None, [f"data.toyworld={{videos_per_class: {ToyWorld().videos_per_class}}}"])
     assert implicit.data.toyworld == asdict(ToyWorld()) == explicit.data.toyworld
