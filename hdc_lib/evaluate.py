@@ -235,6 +235,12 @@ def fit_probes(features, labels: torch.Tensor, fit: torch.Tensor, strengths=L2_S
     return ProbeFit(predictions, grid[chosen], cv_accuracy)
 
 
+def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """counts[i, j]: how many items of class i were predicted as class j."""
+    pairs = labels.long() * num_classes + predicted.long()
+    return torch.bincount(pairs, minlength=num_classes ** 2).view(num_classes, num_classes)
+
+
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
                  test_y: torch.Tensor) -> float:
     """Test accuracy of the multinomial logistic regression fitted on train (L2 strength chosen by

@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from hdc_lib.data.samplers import UniformClipSampler
 from hdc_lib.data.toyworld import ACTIONS, NUM_OBJECTS, REVERSE, SCENES, Masks, load_manifest
 from hdc_lib.dclr import activation_map
 from hdc_lib.evaluate import fit_probes, retrieval_recall, stratified_folds
-from hdc_lib.features import eval_datasets, extract_features
+from hdc_lib.features import eval_datasets, eval_transform, extract_features
 
 
 def relative_path(dataset, position: int) -> str:
@@ -52,15 +53,19 @@ def probe_stages(backbone) -> tuple[str, ...]:
     return tuple(backbone.stage_names[1:])
 
 
+def cross_fitted_predictions(features, labels: torch.Tensor, folds: int = 2) -> torch.Tensor:
+    """Every item's class at each level (features: L tensors (n, D_l)) by a probe that did not see
+    it: the items dealt into class-stratified folds, each fold predicted by the probe fitted on the
+    others. Returns (L, n)."""
+    fold = stratified_folds(labels, folds)
+    predictions = fit_probes(features, labels, torch.stack([fold != f for f in range(folds)])).predictions
+    return predictions.gather(0, fold.expand(1, predictions.shape[1], -1)).squeeze(0)   # (L, n)
+
+
 def cross_fitted_accuracy(features, labels: torch.Tensor) -> list[float]:
-    """Accuracy at each level (features: L tensors (n, D_l)) of probes cross-fitted on halves:
-    halves stratified by class, a probe fitted on each half scores the other; every item is
-    scored once, by the probe that did not see it."""
-    second = stratified_folds(labels, 2) == 1
-    fit = torch.stack([~second, second])
-    predictions = fit_probes(features, labels, fit).predictions            # (2, L, n)
-    scored_by_other = ((predictions[1] == labels) & ~second) | ((predictions[0] == labels) & second)
-    return scored_by_other.double().mean(1).tolist()
+    """Accuracy at each level of probes cross-fitted on halves stratified by class: a probe fitted
+    on each half scores the other, so every item is scored once, by the probe that did not see it."""
+    return (cross_fitted_predictions(features, labels) == labels).double().mean(1).tolist()
 
 
 def half_split_probe(features: torch.Tensor, labels: torch.Tensor) -> float:
@@ -170,3 +175,42 @@ def toy_probes(cfg, backbone, transform, device, num_clips: int = 4) -> dict[str
     results["fg_ratio"] = foreground_ratio(backbone, test_set, Masks(world), full_frame, device, sampler,
                                            still_frame=getattr(cfg.model, "static_frame", False))
     return results
+
+
+@torch.no_grad()
+def own_classifier_predictions(model, cfg, device, num_clips: int = 4, batch_size: int = 32) -> dict:
+    """A supervised model's own classifier (the head trained with the backbone, on the scene-biased
+    train split) on every test video: logits averaged over the video's num_clips uniform clips,
+    each seen through the model's test-time view (one frame repeated for the static control).
+    Returns the test set and, in dataset order, logits (n, C), labels and scene ids."""
+    _, test_set = eval_datasets(cfg, num_clips=num_clips)
+    transform = eval_transform(model)
+    manifest = {row["path"]: row for row in load_manifest(Path(cfg.data.root))}
+    logits, labels, scenes = [], [], []
+    for batch in DataLoader(test_set, batch_size=batch_size):
+        b, k = batch["video"].shape[:2]
+        clips = transform(batch["video"].flatten(0, 1).to(device))
+        logits.append(model.classifier(model.backbone(clips)).float().view(b, k, -1).mean(1).cpu())
+        labels.append(batch["label"])
+        scenes += [manifest[relative_path(test_set, int(i))]["scene_id"] for i in batch["index"]]
+    return {"test_set": test_set, "logits": torch.cat(logits), "labels": torch.cat(labels),
+            "scenes": torch.tensor(scenes)}
+
+
+def scene_following_errors(labels: torch.Tensor, predicted: torch.Tensor, scenes: torch.Tensor) -> dict:
+    """How a classifier's test-split errors relate to the scene. Scene i is action i's home scene
+    (`toyworld`), and test scenes are drawn independently of the action, so an error that ignored
+    the scene would fall in the predicted class's home scene with probability 1/8; a classifier
+    that learned "scene i means action i" makes nearly all of its errors there."""
+    wrong = predicted != labels
+    follows_scene = wrong & (scenes == predicted % len(SCENES))
+    at_home = scenes == labels % len(SCENES)   # the video happens to sit in its own action's home scene
+    return {
+        "accuracy": (~wrong).double().mean().item(),
+        "errors": int(wrong.sum()),
+        "errors in the predicted class's home scene": int(follows_scene.sum()),
+        "share of errors (chance 0.125)": follows_scene.sum().item() / max(1, int(wrong.sum())),
+        "accuracy, video in its own home scene": (~wrong[at_home]).double().mean().item(),
+        "accuracy, video in another scene": (~wrong[~at_home]).double().mean().item(),
+        "videos in their own home scene": int(at_home.sum()),
+    }

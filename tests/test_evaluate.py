@@ -10,8 +10,8 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from hdc_lib.backbones import build_backbone
-from hdc_lib.evaluate import (L2_STRENGTHS, fit_logistic, fit_probes, linear_probe, retrieval_recall,
-                              stratified_folds)
+from hdc_lib.evaluate import (L2_STRENGTHS, confusion_matrix, fit_logistic, fit_probes, linear_probe,
+                              retrieval_recall, stratified_folds)
 from hdc_lib.features import extract_features, knn_predict
 
 
@@ -207,3 +207,13 @@ def test_features_are_the_mean_over_a_videos_clips():
     torch.testing.assert_close(result["features"]["layer4"], expected, atol=1e-5, rtol=1e-5)
     assert result["labels"].tolist() == [0, 1, 0] and result["index"].tolist() == [0, 1, 2]
     assert backbone.training is False  # it was in eval mode before; extract_features restores it
+
+
+def test_confusion_matrix_counts_every_true_predicted_pair():
+    g = torch.Generator().manual_seed(5)
+    labels, predicted = torch.randint(0, 4, (60,), generator=g), torch.randint(0, 4, (60,), generator=g)
+    naive = torch.zeros(4, 4, dtype=torch.long)
+    for true, guess in zip(labels.tolist(), predicted.tolist()):
+        naive[true, guess] += 1
+    assert torch.equal(confusion_matrix(labels, predicted, 4), naive)
+    assert torch.equal(confusion_matrix(labels, labels, 4), torch.diag(torch.bincount(labels, minlength=4)))

@@ -10,7 +10,8 @@ from test_evaluate import naive_cv_probe, naive_folds, scikit_learn_on_one_threa
 from hdc_lib.data.samplers import UniformClipSampler
 from hdc_lib import probes
 from hdc_lib.data.toyworld import ACTIONS
-from hdc_lib.probes import CHANCE, TIME_REVERSED_PAIRS, factor_probes, foreground_ratio
+from hdc_lib.probes import (CHANCE, TIME_REVERSED_PAIRS, cross_fitted_predictions, factor_probes,
+                            foreground_ratio)
 
 T, S = 4, 8
 
@@ -129,6 +130,21 @@ def naive_cross_fit(x, y):
     return correct / len(y)
 
 
+def test_k_fold_cross_fitted_predictions_match_a_naive_loop_over_the_folds(monkeypatch):
+    """Each item predicted by the probe fitted on the other k-1 folds, at every level."""
+    _, (test, factors) = synthetic_videos(test_per_class=12)
+    monkeypatch.setattr(probes, "fit_probes", functools.partial(probes.fit_probes, tolerance=1e-7))
+    y = factors["scene"]
+    predicted = cross_fitted_predictions([test["layer2"], test["layer3"]], y, folds=4)
+    fold = np.array(naive_folds(y.tolist(), 4))
+    for level, stage in enumerate(("layer2", "layer3")):
+        x = test[stage].numpy()
+        naive = np.empty(len(y), dtype=int)
+        for f in range(4):
+            naive[fold == f] = naive_cv_probe(x[fold != f], y.numpy()[fold != f], x[fold == f])[2]
+        assert (predicted[level].numpy() == naive).all(), stage
+
+
 def naive_direction(x, actions):
     accuracies = []
     for a, b in PAIRS:
@@ -192,3 +208,45 @@ def test_the_static_control_is_scored_against_the_mask_of_the_frame_it_sees():
     moving_masks = foreground_ratio(MapIsTheInput(), FakeVideos(videos), masks, still_input, "cpu",
                                     UniformClipSampler(T, 1, 1))
     assert moving_masks < got - 0.5  # the old scoring: the still object against masks that move
+
+
+def test_scene_following_errors_count_what_they_name():
+    # 8 test videos of actions 0..7 in scenes (0, 1, 5, 3, 4, 5, 2, 7): all but videos 2 and 6 sit in
+    # their own action's home scene (scene i for action i).
+    labels = torch.arange(8)
+    scenes = torch.tensor([0, 1, 5, 3, 4, 5, 2, 7])
+    # Right on 0, 1, 3, 5; video 2 called 5 and video 6 called 2 (both in the called class's home
+    # scene), video 4 called 6 (scene 4: not 6's home), video 7 called 0 (scene 7: not 0's home).
+    predicted = torch.tensor([0, 1, 5, 3, 6, 5, 2, 0])
+    got = probes.scene_following_errors(labels, predicted, scenes)
+    assert got["accuracy"] == 4 / 8 and got["errors"] == 4
+    assert got["errors in the predicted class's home scene"] == 2
+    assert got["share of errors (chance 0.125)"] == 2 / 4
+    assert got["videos in their own home scene"] == 6
+    assert got["accuracy, video in its own home scene"] == 4 / 6   # 0, 1, 3, 5 right; 4, 7 wrong
+    assert got["accuracy, video in another scene"] == 0 / 2        # 2 and 6 wrong
+
+
+def test_own_classifier_predictions_are_each_videos_clip_averaged_logits(tiny_overrides):
+    """The batched logits equal one video at a time through the model's test view, and the labels
+    and scenes are the manifest's, in dataset order."""
+    from hdc_lib.data.toyworld import load_manifest
+    from hdc_lib.experiment import build_method, load_config
+    from hdc_lib.features import eval_transform
+    from hdc_lib.probes import own_classifier_predictions, relative_path
+
+    for config in ("supervised", "supervised_static"):
+        cfg = load_config(f"configs/toy/{config}.yaml", tiny_overrides)
+        torch.manual_seed(0)
+        model = build_method(cfg, num_classes=len(ACTIONS)).eval()
+        got = own_classifier_predictions(model, cfg, "cpu", num_clips=2, batch_size=3)
+        test_set = got["test_set"]
+        manifest = {row["path"]: row for row in load_manifest(cfg.data.root)}
+        with torch.no_grad():
+            for i in range(len(test_set)):
+                item = test_set[i]
+                alone = model.classifier(model.backbone(eval_transform(model)(item["video"]))).mean(0)
+                torch.testing.assert_close(got["logits"][i], alone, atol=1e-5, rtol=1e-5)
+                row = manifest[relative_path(test_set, i)]
+                assert got["labels"][i] == item["label"] == row["label"]
+                assert got["scenes"][i] == row["scene_id"]

@@ -18,23 +18,13 @@ from pathlib import Path
 import torch
 
 from hdc_lib.checkpoint import load_checkpoint
-from hdc_lib.data.toyworld import ACTIONS, load_manifest
-from hdc_lib.evaluate import fit_probes, stratified_folds
+from hdc_lib.data.toyworld import ACTIONS, SCENES
+from hdc_lib.evaluate import confusion_matrix
 from hdc_lib.experiment import load_config
 from hdc_lib.features import eval_datasets, eval_transform, extract_features
-from hdc_lib.probes import probe_stages, relative_path
+from hdc_lib.probes import (cross_fitted_predictions, own_classifier_predictions, probe_stages,
+                            scene_following_errors)
 from hdc_lib.reproduce import load_model
-
-
-def cross_fitted_predictions(x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
-    """Each item's prediction by the probe fitted on the other k-1 folds."""
-    folds = stratified_folds(y, k)
-    predictions = fit_probes([x], y, torch.stack([folds != f for f in range(k)])).predictions[:, 0]
-    return predictions.gather(0, folds[None]).squeeze(0)
-
-
-def confusion(y: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
-    return torch.bincount(y * len(ACTIONS) + predicted, minlength=len(ACTIONS) ** 2).view(len(ACTIONS), -1)
 
 
 def main(run: Path) -> None:
@@ -42,34 +32,25 @@ def main(run: Path) -> None:
     cfg = load_config(run / "config.yaml")
     model = load_model(cfg, load_checkpoint(run / "final.pt")["model"], len(ACTIONS), "cpu")
     _, test_set = eval_datasets(cfg, num_clips=4)
-    transform = eval_transform(model)
     stages = probe_stages(model.backbone)
-    test = extract_features(model.backbone, test_set, transform, "cpu", stages=stages)
+    test = extract_features(model.backbone, test_set, eval_transform(model), "cpu", stages=stages)
     y, x = test["labels"], test["features"][stages[-1]]
     print(f"{run}: {len(y)} test videos, rows = true action, columns = predicted, order {ACTIONS}")
-    predictions = {k: cross_fitted_predictions(x, y, k) for k in (2, 5, 10)}
+    predictions = {k: cross_fitted_predictions([x], y, folds=k)[0] for k in (2, 5, 10)}
     for k, predicted in predictions.items():
         print(f"action_unbiased probe, {k}-fold cross-fitted: {(predicted == y).double().mean():.3f}")
     print("confusion of the 2-fold probe (the library's):")
-    print(confusion(y, predictions[2]))
+    print(confusion_matrix(y, predictions[2], len(ACTIONS)))
     if not hasattr(model, "classifier"):
         return
-    manifest = {row["path"]: row for row in load_manifest(Path(cfg.data.root))}
-    home = {row["label"]: row["scene_id"] for row in manifest.values() if row["home_scene"]}  # class -> its home scene
-    labels, predicted, in_home = [], [], []
-    with torch.no_grad():
-        for i in range(len(test_set)):
-            item = test_set[i]
-            p = int(model.classifier(model.backbone(transform(item["video"]))).mean(0).argmax())
-            labels.append(int(item["label"]))
-            predicted.append(p)
-            in_home.append(manifest[relative_path(test_set, int(item["index"]))]["scene_id"] == home[p])
-    labels, predicted, in_home = torch.tensor(labels), torch.tensor(predicted), torch.tensor(in_home)
-    wrong = predicted != labels
-    print(f"the network's own classifier: accuracy {1 - wrong.double().mean():.3f}")
-    print(confusion(labels, predicted))
-    print(f"its errors: {int(wrong.sum())}, in the predicted class's home scene: {int((wrong & in_home).sum())} "
-          f"(chance: 1 in {len({row['scene_id'] for row in manifest.values()})} scenes)")
+    own = own_classifier_predictions(model, cfg, "cpu", num_clips=4)
+    predicted = own["logits"].argmax(1)
+    errors = scene_following_errors(own["labels"], predicted, own["scenes"])
+    print(f"the network's own classifier: accuracy {errors['accuracy']:.3f}")
+    print(confusion_matrix(own["labels"], predicted, len(ACTIONS)))
+    following = errors["errors in the predicted class's home scene"]
+    print(f"its errors: {errors['errors']}, in the predicted class's home scene: {following} "
+          f"(chance: 1 in {len(SCENES)} scenes)")
 
 
 if __name__ == "__main__":
