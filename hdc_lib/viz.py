@@ -142,12 +142,13 @@ def frame_maps(backbone, clips: torch.Tensor, transform, stages=None, device="cp
     return {s: upsample_map(activation_map(maps[s]), (t, h, w)).cpu() for s in stages}
 
 
-def overlay(frame, heat, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
-    """A heat map drawn over a frame: float32 (H, W, 3) in [0, 1] = (1 - alpha) frame + alpha cmap(heat).
+def overlay(frame, heat, alpha: float = 0.5, cmap: str = "jet", vmax: float | None = None) -> np.ndarray:
+    """A heat map drawn over a frame: float32 (H, W, 3) in [0, 1] = (1 - alpha) frame + alpha cmap(heat / vmax).
 
-    frame: (H, W, 3) uint8, or float in [0, 1]. heat: (H, W), non-negative, any scale: it is
-    divided by its maximum, so the hottest pixel gets the colour map's top colour (an all-zero
-    map gets its bottom colour everywhere).
+    frame: (H, W, 3) uint8, or float in [0, 1]. heat: (H, W), non-negative, any scale. vmax: the
+    value that gets the colour map's top colour (larger values are clipped to it); by default the
+    map's own maximum, so every map fills the colour range (an all-zero map gets its bottom colour
+    everywhere). Give several maps one vmax to compare them on one scale.
     """
     import matplotlib
 
@@ -159,49 +160,56 @@ def overlay(frame, heat, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"viz.py: alpha must be in [0, 1], got {alpha}")
     image = frame.astype(np.float64) / 255.0 if frame.dtype == np.uint8 else frame.astype(np.float64)
-    peak = heat.max()
-    scaled = heat / peak if peak > 0 else np.zeros_like(heat)
+    peak = heat.max() if vmax is None else vmax
+    scaled = (heat / peak).clip(0.0, 1.0) if peak > 0 else np.zeros_like(heat)
     colours = matplotlib.colormaps[cmap](scaled)[..., :3]
     return ((1.0 - alpha) * image + alpha * colours).clip(0.0, 1.0).astype(np.float32)
 
 
-def overlay_grid(frames, maps: dict[str, dict[str, list]], masks=None, titles=None, alpha: float = 0.5,
-                 cell: float = 1.0, path=None) -> Figure:
-    """Activation maps of several models and levels over the same frames, one block per video.
+def heat_rows(rows: dict[str, list[dict]], suptitle: str | None = None, alpha: float = 0.55,
+              cmap: str = "magma", cell: float = 1.0, label_colours: dict | None = None,
+              bar_label: str | None = None, path=None) -> Figure:
+    """Heat maps over frames on one colour scale per row, so the maps of a row compare directly.
 
-    frames: V frames (H, W, 3); maps: {row (e.g. model): {column (e.g. level): V maps (H, W)}};
-    masks: optional V boolean object masks (H, W), drawn as a white outline on every overlay;
-    titles: optional V block titles. In each block the first column shows the frame and, below
-    it, the mask; then one column per map column, one row per map row.
+    rows: {row label: panels}, the same number of panels in every row. A panel is a dict with
+    "frame" (H, W, 3) and optional "heat" (H, W) >= 0, drawn over the frame by `overlay` with the
+    row's scale (0 .. the largest heat value in the row; its colour bar on the right), a panel
+    without "heat" showing the frame alone; "outlines": (mask (H, W), colour, line style) triples,
+    drawn as contours; "title" above the panel; "note", boxed in its lower-left corner.
+    label_colours: optional {row label: colour} of the row labels.
     """
-    rows = list(maps)
-    columns = list(maps[rows[0]])
-    n_videos = len(frames)
-    fig = Figure(figsize=(cell * (len(columns) + 1) * n_videos, cell * len(rows) + 0.35),
-                 layout="constrained")
-    blocks = fig.subfigures(1, n_videos, squeeze=False)[0]
-    for v, block in enumerate(blocks):
-        grid = block.subplots(len(rows), len(columns) + 1, squeeze=False)
-        for ax in grid.ravel():
+    import matplotlib
+
+    labels = list(rows)
+    width = len(rows[labels[0]])
+    if any(len(panels) != width for panels in rows.values()):
+        raise ValueError(f"viz.py: heat_rows needs the same number of panels in every row, got "
+                         f"{ {label: len(panels) for label, panels in rows.items()} }")
+    fig = Figure(figsize=(cell * width + 1.0, cell * len(labels) + 0.5), layout="constrained")
+    grid = fig.subplots(len(labels), width, squeeze=False)
+    for r, label in enumerate(labels):
+        heats = [np.asarray(p["heat"], dtype=np.float64) for p in rows[label] if p.get("heat") is not None]
+        vmax = max((float(h.max()) for h in heats), default=0.0)
+        for ax, panel in zip(grid[r], rows[label]):
             ax.set_axis_off()
-        grid[0, 0].imshow(np.asarray(frames[v]))
-        grid[0, 0].set_title("frame", fontsize=7)
-        if masks is not None and len(rows) > 1:
-            grid[1, 0].imshow(np.asarray(masks[v]), cmap="gray", vmin=0, vmax=1)
-            grid[1, 0].set_title("object mask", fontsize=7)
-        for r, row in enumerate(rows):
-            for c, column in enumerate(columns, start=1):
-                ax = grid[r, c]
-                ax.imshow(overlay(frames[v], maps[row][column][v], alpha=alpha))
-                if masks is not None:
-                    ax.contour(np.asarray(masks[v], dtype=float), levels=[0.5], colors="white",
-                               linewidths=0.6)
-                if r == 0:
-                    ax.set_title(column, fontsize=7)
-            grid[r, 1].text(-0.06, 0.5, row, transform=grid[r, 1].transAxes, rotation=90,
-                            ha="right", va="center", fontsize=7)
-        if titles is not None:
-            block.suptitle(titles[v], fontsize=8)
+            frame = np.asarray(panel["frame"])
+            heat = panel.get("heat")
+            ax.imshow(frame if heat is None else overlay(frame, heat, alpha, cmap, vmax=vmax))
+            for mask, colour, style in panel.get("outlines", ()):
+                ax.contour(np.asarray(mask, dtype=float), levels=[0.5], colors=colour, linewidths=0.7,
+                           linestyles=style)
+            if "title" in panel:
+                ax.set_title(panel["title"], fontsize=8)
+            if "note" in panel:
+                ax.text(0.03, 0.04, panel["note"], transform=ax.transAxes, fontsize=7.5,
+                        bbox=dict(facecolor="white", alpha=0.8, pad=1, lw=0))
+        grid[r, 0].text(-0.08, 0.5, label, transform=grid[r, 0].transAxes, rotation=90, ha="right",
+                        va="center", fontsize=8, color=(label_colours or {}).get(label, "black"))
+        if heats:
+            scale = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0.0, vmax), cmap)
+            fig.colorbar(scale, ax=list(grid[r]), shrink=0.9, pad=0.01, aspect=10, label=bar_label)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
     return _save(fig, path)
 
 

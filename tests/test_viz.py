@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from hdc_lib.augment import AugmentConfig, SpatialAugment
 from hdc_lib.backbones import build_backbone
 from hdc_lib.dclr import activation_map
-from hdc_lib.viz import activation_panels, frame_maps, overlay, overlay_grid, upsample_map
+from hdc_lib.viz import activation_panels, frame_maps, heat_rows, overlay, upsample_map
 
 JET = matplotlib.colormaps["jet"]
 
@@ -114,18 +114,44 @@ def test_overlay_refuses_mismatched_sizes():
         overlay(np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16)), alpha=1.5)
 
 
-def test_overlay_grid_layout_and_png(tmp_path):
+def test_overlay_on_a_shared_scale():
+    rng = np.random.default_rng(2)
+    frame = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    heat = rng.random((16, 16))
+    # vmax above the map's maximum: the colours of heat / vmax, the top colour never reached
+    half = overlay(frame, heat, alpha=1.0, vmax=2 * heat.max())
+    np.testing.assert_allclose(half, JET(heat / (2 * heat.max()))[..., :3], atol=1e-6)
+    # vmax below it: clipped to the top colour
+    clipped = overlay(frame, heat, alpha=1.0, vmax=heat.max() / 2)
+    np.testing.assert_allclose(clipped[heat >= heat.max() / 2], np.broadcast_to(JET(1.0)[:3], clipped[heat >= heat.max() / 2].shape), atol=1e-6)
+    # vmax = the map's own maximum is the default
+    np.testing.assert_allclose(overlay(frame, heat, vmax=heat.max()), overlay(frame, heat), atol=1e-6)
+
+
+def test_heat_rows_draw_each_row_on_its_own_shared_scale(tmp_path):
     rng = np.random.default_rng(1)
-    frames = [rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(2)]
-    masks = [np.zeros((24, 24), bool) for _ in range(2)]
-    masks[0][5:12, 5:12] = True
-    maps = {m: {lvl: [rng.random((24, 24)) for _ in range(2)] for lvl in ("layer1", "layer4")}
-            for m in ("random init", "dclr", "hdc")}
-    fig = overlay_grid(frames, maps, masks=masks, titles=["a", "b"], path=tmp_path / "grid.png")
-    assert isinstance(fig, Figure)
-    # per video: 3 rows x (frame column + 2 levels)
-    assert len(fig.axes) == 2 * 3 * 3
-    assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    frames = [rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(3)]
+    mask = np.zeros((24, 24), bool)
+    mask[5:12, 5:12] = True
+    heats = [rng.random((24, 24)) * scale for scale in (1.0, 4.0)]
+    rows = {"frames": [{"frame": f, "title": f"video {i}"} for i, f in enumerate(frames)],
+            "model": [{"frame": frames[0]},   # no heat: the frame alone
+                      {"frame": frames[1], "heat": heats[0], "outlines": [(mask, "white", "-")], "note": "fg 1.00"},
+                      {"frame": frames[2], "heat": heats[1]}]}
+    fig = heat_rows(rows, suptitle="t", cmap="jet", alpha=0.6, path=tmp_path / "rows.png")
+    panels = fig.axes[:6]
+    # 2 x 3 panels and one colour bar: the frames-only row has none
+    assert len(fig.axes) == 7
+    drawn = lambda ax: np.asarray(ax.images[0].get_array())  # noqa: E731
+    np.testing.assert_array_equal(drawn(panels[3]), frames[0])
+    row_max = heats[1].max()   # the row's scale is its largest value, shared by both maps
+    np.testing.assert_allclose(drawn(panels[4]), overlay(frames[1], heats[0], 0.6, "jet", vmax=row_max), atol=1e-6)
+    np.testing.assert_allclose(drawn(panels[5]), overlay(frames[2], heats[1], 0.6, "jet", vmax=row_max), atol=1e-6)
+    assert fig.axes[6].get_ylim() == pytest.approx((0.0, row_max))
+    assert panels[0].get_title() == "video 0" and panels[4].texts[0].get_text() == "fg 1.00"
+    assert (tmp_path / "rows.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="same number of panels"):
+        heat_rows({"a": rows["frames"], "b": rows["frames"][:2]})
 
 
 def test_activation_panels_still_draw(tmp_path):
