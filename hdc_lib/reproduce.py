@@ -38,6 +38,7 @@ from scipy import stats
 from hdc_lib import viz
 from hdc_lib.checkpoint import load_checkpoint
 from hdc_lib.data.samplers import UniformClipSampler
+from hdc_lib.data.toyworld import read_world_record
 from hdc_lib.experiment import build_dataset, build_method, load_config
 from hdc_lib.features import eval_transform
 from hdc_lib.probes import CHANCE, toy_probes
@@ -252,18 +253,22 @@ def find_or_train(row: str, root: str | Path, short: list[str], seed: int = 0,
                          curve=seed == preset.seeds[0] and preset.curve_points > 0)
         state = load_checkpoint(final)
         if comparable(state["config"]) == comparable(cfg.to_dict()):
-            print(f"{row}: the `hdc reproduce --preset {name}` run ({cfg.train.epochs} epochs, "
+            print(f"{row}: the `hdc reproduce --preset {name}` run ({_epochs(cfg.train.epochs)}, "
                   f"{final.parent.relative_to(root)})")
             return cfg, load_model(cfg, state["model"], len(build_dataset(cfg, True, None).classes), device)
     cfg = load_config(CONFIGS / f"{row}.yaml", short)
     out = Path(cfg.train.out_dir)
     print(f"{row}: no finished `hdc reproduce` run here (make demo trains {', '.join(PRESETS['toy'].rows)}), "
-          f"so a short run of {cfg.train.epochs} epochs ({out.relative_to(root) if out.is_relative_to(root) else out})")
+          f"so a short run of {_epochs(cfg.train.epochs)} ({out.relative_to(root) if out.is_relative_to(root) else out})")
     classes = len(build_dataset(cfg, True, None).classes)
     return cfg, trained_model(cfg, classes, device, progress=False)
 
 
 # -- statistics ------------------------------------------------------------------------------------
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' if n != 1 else ''}"
+
+
 def mean_interval(values: list[float]) -> tuple[float, float, float]:
     """Mean and its 95% Student-t interval over seeds: mean ± t(0.975, n - 1) s / sqrt(n)."""
     x = np.asarray(values, dtype=float)
@@ -430,7 +435,9 @@ def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
     table = {row: {m: mean_interval([s[m] for s in runs]) for m in metrics} for row, runs in per_seed.items()}
     hdc_runs = [sources / row / f"seed{s}" for row in ("hdc", "hdc_rev", "hdc_uniform") if row in preset.rows
                 for s in preset.seeds][:len(preset.seeds)]
+    world = read_world_record(world_dir)
     report = {"preset": preset_name, "seconds": round(time.perf_counter() - started, 1),
+              "world": {"version": world.get("version"), **world.get("world", {})},
               "seeds": list(preset.seeds), "steps": {row: epochs[row] * per_epoch for row in preset.rows},
               "epochs": epochs, "train_seconds": seconds, "num_actions": num_actions,
               "claims": claim_lines(per_seed), "invariance": invariance_premise(hdc_runs),
@@ -477,6 +484,9 @@ def markdown_report(report: dict) -> str:
     lines = [f"# Toy-world ablation (preset `{name}`)", "",
              f"Command: `hdc reproduce --preset {name}` · commit `{report['commit']}` · "
              f"{report['machine']} · {_jobs(report)}{report['seconds'] / 60:.1f} min in total.", "",
+             *([f"Toy world version {report['world']['version']}: "
+                + ", ".join(f"{k} {v}" for k, v in report["world"].items() if k != "version") + ".", ""]
+               if report.get("world") else []),
              *([f"The runs are records in results/{name}_runs/ (trained at commits "
                 f"{', '.join(f'`{c}`' for c in report['run_commits'])}, {_hours(report)} of training "
                 "in all); this call trained the ones that were missing.", ""] if report.get("run_commits") else []),

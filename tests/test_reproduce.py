@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from hdc_lib.data.toyworld import read_world_record
 from hdc_lib.reproduce import (CLAIMS, HEADLINE, PRESETS, RANDOM_INIT, difference_interval, epochs_for,
                                mean_interval, reproduce, verdict)
 
@@ -60,7 +61,12 @@ def test_smoke_reproduction_writes_the_claims_table_and_figures(tmp_path):
     assert "hdc reproduce --preset smoke" in table and "| dclr |" in table and "| random_init |" in table
     assert "## The claims" in table and "HDC decoupling" in table
     assert (tmp_path / "runs" / "hdc" / "seed0" / "probes.json").exists()
-    assert json.loads((tmp_path / "results" / "smoke_ablation.json").read_text())["preset"] == "smoke"
+    saved = json.loads((tmp_path / "results" / "smoke_ablation.json").read_text())
+    assert saved["preset"] == "smoke"
+    # the report says which world its runs saw: the version and every argument of the rendered world
+    world = read_world_record(tmp_path / "world")
+    assert saved["world"] == {"version": world["version"], **world["world"]}
+    assert f"Toy world version {world['version']}: " in table
     for name in ("ablation", "probe_curves", "training_curves", "level_weights", "activation_maps"):
         png = tmp_path / "figures" / f"smoke_{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -127,5 +133,5 @@ def test_find_or_train_loads_the_reproductions_run_or_trains_a_short_one(tmp_pat
     short = [f"data.root={world}", f"data.toyworld={json.dumps(preset.world)}", "train.epochs=1",
              "train.batch_size=16", "train.knn_every=0", f"train.out_dir={tmp_path / 'runs' / 'nb' / 'supervised'}"]
     cfg, model = find_or_train("supervised", tmp_path, short=short, presets=("tiny",))
-    assert "so a short run of 1 epochs (runs/nb/supervised)" in capsys.readouterr().out
+    assert "so a short run of 1 epoch (runs/nb/supervised)" in capsys.readouterr().out
     assert (tmp_path / "runs" / "nb" / "supervised" / "final.pt").exists() and cfg.method == "supervised"
