@@ -56,19 +56,28 @@ def ablation_bars(table: dict[str, dict[str, tuple[float, float, float]]], metri
     return _save(fig, path)
 
 
+def row_styles(rows) -> dict[str, dict]:
+    """One (colour, line style) per row, distinct for up to 30 rows: the ten tab10 colours, solid,
+    then dashed, then dotted, so a figure of every ablation row never draws two rows alike."""
+    return {row: {"color": f"C{k % 10}", "linestyle": ("-", "--", ":")[k // 10 % 3]} for k, row in enumerate(rows)}
+
+
 def probe_curves(curves: dict[str, list[dict]], metrics: tuple[str, ...],
                  chance: dict[str, float] | None = None, path=None) -> Figure:
     """Probe accuracy against optimiser step, one panel per probe, one line per row: what each
     method picks up first (the scene?) and when motion (action, direction) follows."""
     fig = Figure(figsize=(3.6 * len(metrics), 3.4))
+    styles = row_styles(curves)
     for k, metric in enumerate(metrics):
         ax = fig.add_subplot(1, len(metrics), k + 1)
         for row, points in curves.items():
-            ax.plot([p["step"] for p in points], [p[metric] for p in points], marker="o", markersize=3, label=row)
+            ax.plot([p["step"] for p in points], [p[metric] for p in points], marker="o", markersize=3,
+                    label=row, **styles[row])
         if chance and metric in chance:
             ax.axhline(chance[metric], color="grey", linestyle="--", linewidth=1)
         ax.set(xlabel="optimiser step", title=metric, ylim=(0, 1))
-    ax.legend(fontsize=7, loc="best")
+    # one legend beside the last panel, where it hides no curve
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     return _save(fig, path)
 
@@ -77,18 +86,19 @@ def training_curves(runs: dict[str, str | Path], path=None) -> Figure:
     """Per-epoch total loss of each run, and its kNN accuracy when the run logged one."""
     records = {name: read_metrics(run, "epoch") for name, run in runs.items()}
     with_knn = any("knn_acc" in r for epochs in records.values() for r in epochs)
+    styles = row_styles(records)
     fig = Figure(figsize=(9 if with_knn else 5, 3.4))
     loss_ax = fig.add_subplot(1, 2 if with_knn else 1, 1)
     for name, epochs in records.items():
-        loss_ax.plot([r["epoch"] + 1 for r in epochs], [r["loss/total"] for r in epochs], label=name)
+        loss_ax.plot([r["epoch"] + 1 for r in epochs], [r["loss/total"] for r in epochs], label=name, **styles[name])
     loss_ax.set(xlabel="epoch", ylabel="training loss", title="loss")
-    loss_ax.legend(fontsize=7)
     if with_knn:
         knn_ax = fig.add_subplot(1, 2, 2)
         for name, epochs in records.items():
             knn_ax.plot([r["epoch"] + 1 for r in epochs if "knn_acc" in r],
-                        [r["knn_acc"] for r in epochs if "knn_acc" in r], label=name)
+                        [r["knn_acc"] for r in epochs if "knn_acc" in r], label=name, **styles[name])
         knn_ax.set(xlabel="epoch", ylabel="kNN action accuracy", title="kNN monitor (test split)")
+    fig.axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     return _save(fig, path)
 

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from hdc_lib.augment import AugmentConfig, SpatialAugment
 from hdc_lib.backbones import build_backbone
 from hdc_lib.dclr import activation_map
-from hdc_lib.viz import activation_panels, frame_maps, heat_rows, overlay, upsample_map
+from hdc_lib.viz import activation_panels, frame_maps, heat_rows, overlay, probe_curves, row_styles, upsample_map
 
 JET = matplotlib.colormaps["jet"]
 
@@ -152,6 +152,22 @@ def test_heat_rows_draw_each_row_on_its_own_shared_scale(tmp_path):
     assert (tmp_path / "rows.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="same number of panels"):
         heat_rows({"a": rows["frames"], "b": rows["frames"][:2]})
+
+
+def test_probe_curves_draw_every_row_distinctly_with_its_points(tmp_path):
+    # the full preset's 12 rows: no two share a colour and a line style (tab10 alone repeats at 11)
+    rows = [f"row{k}" for k in range(12)]
+    curves = {row: [{"step": 100 * (s + 1), "scene": 0.5 + 0.01 * k + 0.02 * s} for s in range(3)]
+              for k, row in enumerate(rows)}
+    fig = probe_curves(curves, ("scene",), {"scene": 0.125}, path=tmp_path / "curves.png")
+    lines = [line for line in fig.axes[0].get_lines() if line.get_label() in curves]
+    assert [line.get_label() for line in lines] == rows
+    assert len({(matplotlib.colors.to_hex(line.get_color()), line.get_linestyle()) for line in lines}) == 12
+    for line in lines:
+        assert list(line.get_xdata()) == [100, 200, 300]
+        assert list(line.get_ydata()) == [p["scene"] for p in curves[line.get_label()]]
+    assert row_styles(rows)["row0"] == row_styles(rows[:1])["row0"]  # a row's style depends on its place only
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_activation_panels_still_draw(tmp_path):
