@@ -108,12 +108,25 @@ def epochs_for(steps: int, train_videos: int, batch_size: int) -> int:
     return max(1, math.ceil(steps / max(1, train_videos // batch_size)))
 
 
+def finished_state(cfg) -> dict | None:
+    """The final checkpoint of a finished run of exactly this config, or None."""
+    final = Path(cfg.train.out_dir) / "final.pt"
+    state = load_checkpoint(final) if final.exists() else None
+    return state if state is not None and state["config"] == cfg.to_dict() else None
+
+
+def training_seconds(run_dir: str | Path) -> float:
+    """How long a run trained: the sum of its epochs' times in metrics.jsonl (a resumed run's
+    epochs before the interruption included), whether or not it was trained by this process."""
+    return round(sum(r["seconds"] for r in viz.read_metrics(run_dir, "epoch")), 1)
+
+
 def trained_model(cfg, num_classes: int, device, progress: bool):
     """The run's final model; trained first unless a finished run with this config exists."""
     run_dir = Path(cfg.train.out_dir)
     final = run_dir / "final.pt"
-    state = load_checkpoint(final) if final.exists() else None
-    if state is None or state["config"] != cfg.to_dict():
+    state = finished_state(cfg)
+    if state is None:
         try:
             train(cfg, resume=True, progress=progress)
         except ConfigMismatch as err:  # a run of an older preset or config: keep it aside, train afresh
@@ -177,9 +190,9 @@ def finish_run(row: str, preset: Preset, seed: int, world_dir: Path, runs_dir: P
     if record is not None and (saved := read_record(record, cfg)) is not None:
         return saved
     device = setup().device
-    tick = time.perf_counter()
+    trained_here = finished_state(cfg) is None
     model = trained_model(cfg, num_actions, device, progress)
-    done = {"row": row, "seed": seed, "seconds": round(time.perf_counter() - tick, 1),
+    done = {"row": row, "seed": seed, "seconds": training_seconds(cfg.train.out_dir), "trained_here": trained_here,
             "probes": run_probes(cfg, model, device, preset.eval_clips),
             "curve": probe_curve(cfg, num_actions, device, preset.eval_clips, steps_per_epoch) if curve else None}
     if record is not None:
@@ -440,6 +453,7 @@ def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
               "world": {"version": world.get("version"), **world.get("world", {})},
               "seeds": list(preset.seeds), "steps": {row: epochs[row] * per_epoch for row in preset.rows},
               "epochs": epochs, "train_seconds": seconds, "num_actions": num_actions,
+              "trained_here": sum(bool(done.get("trained_here")) for done in finished), "runs": len(tasks),
               "claims": claim_lines(per_seed), "invariance": invariance_premise(hdc_runs),
               "table": table, "per_seed": per_seed, "curves": curves,
               "commit": commit, "machine": _machine(device), "jobs": [jobs, threads],
@@ -483,7 +497,7 @@ def markdown_report(report: dict) -> str:
     steps = sorted(set(report["steps"].values()))
     lines = [f"# Toy-world ablation (preset `{name}`)", "",
              f"Command: `hdc reproduce --preset {name}` · commit `{report['commit']}` · "
-             f"{report['machine']} · {_jobs(report)}{report['seconds'] / 60:.1f} min in total.", "",
+             f"{report['machine']} · {_jobs(report)}{report['seconds'] / 60:.1f} min in total{_found(report)}.", "",
              *([f"Toy world version {report['world']['version']}: "
                 + ", ".join(f"{k} {v}" for k, v in report["world"].items() if k != "version") + ".", ""]
                if report.get("world") else []),
@@ -525,7 +539,7 @@ def markdown_report(report: dict) -> str:
                   "|---|" + "---|" * len(others)]
         for row, values in report["table"].items():
             lines.append(f"| {row} | " + " | ".join(f"{values[m][0]:.3f}" for m in others) + " |")
-    lines += ["", "Training seconds per run: " + ", ".join(
+    lines += ["", "Training seconds per run (the sum of its epochs' times; median over seeds): " + ", ".join(
         f"{row} {np.median(s):.0f} s" for row, s in report["train_seconds"].items()) + "."]
     return "\n".join(lines) + "\n"
 
@@ -533,6 +547,14 @@ def markdown_report(report: dict) -> str:
 def _jobs(report: dict) -> str:
     jobs, threads = report.get("jobs", (1, None))
     return f"{jobs} runs at a time, {threads} thread(s) each · " if jobs > 1 else ""
+
+
+def _found(report: dict) -> str:
+    # a call that found finished runs took less than training them did: say so beside its time
+    trained, runs = report.get("trained_here"), report.get("runs")
+    if trained is None or trained == runs or report.get("run_commits"):
+        return ""
+    return f" (this call trained {trained} of its {runs} runs and found the others finished)"
 
 
 def _hours(report: dict) -> str:

@@ -77,6 +77,12 @@ def test_smoke_reproduction_writes_the_claims_table_and_figures(tmp_path):
                       results_dir=tmp_path / "results2", figures_dir=tmp_path / "figures2",
                       progress=False, jobs=1)
     assert again["per_seed"] == report["per_seed"]
+    # a found run keeps the training time it took (its epochs' times), not this call's 0 s
+    assert again["train_seconds"] == report["train_seconds"] and all(s[0] > 0 for s in report["train_seconds"].values())
+    assert (report["trained_here"], again["trained_here"], again["runs"]) == (6, 0, 6)
+    assert "this call trained" not in table
+    assert "(this call trained 0 of its 6 runs and found the others finished)" in (
+        tmp_path / "results2" / "smoke_ablation.md").read_text()
 
 
 def test_records_stand_for_finished_runs_on_another_clone(tmp_path, monkeypatch):
