@@ -503,7 +503,7 @@ def markdown_report(report: dict) -> str:
                if report.get("world") else []),
              *([f"The runs are records in results/{name}_runs/ (trained at commits "
                 f"{', '.join(f'`{c}`' for c in report['run_commits'])}, {_hours(report)} of training "
-                "in all); this call trained the ones that were missing.", ""] if report.get("run_commits") else []),
+                f"in all); this call trained {_trained(report)}.", ""] if report.get("run_commits") else []),
              f"Seeds {report['seeds']}; optimiser steps per run: {', '.join(map(str, steps))} "
              f"(per row: {report['steps']}). Values: mean over seeds [95% Student-t interval]. "
              "Probes (docs/methods.md, \"Toy-world probes\"): action_unbiased, direction (chance 0.5, "
@@ -555,6 +555,11 @@ def _found(report: dict) -> str:
     if trained is None or trained == runs or report.get("run_commits"):
         return ""
     return f" (this call trained {trained} of its {runs} runs and found the others finished)"
+
+
+def _trained(report: dict) -> str:
+    trained = report.get("trained_here")
+    return "the ones that were missing" if trained is None else f"{trained} of its {report['runs']} runs, the records stand for the others"
 
 
 def _hours(report: dict) -> str:

@@ -105,6 +105,8 @@ def test_records_stand_for_finished_runs_on_another_clone(tmp_path, monkeypatch)
     again = reproduce("recorded", runs_dir=tmp_path / "runs2", figures_dir=tmp_path / "figures2", **kwargs)
     assert again["per_seed"] == report["per_seed"] and again["train_seconds"] == report["train_seconds"]
     assert not (tmp_path / "runs2" / "hdc" / "seed0" / "final.pt").exists()  # nothing trained
+    assert "this call trained 0 of its 1 runs, the records stand for the others" in (
+        tmp_path / "results" / "recorded_ablation.md").read_text()
     assert json.dumps(again["invariance"]) == json.dumps(report["invariance"])  # from the record's metrics (NaN-safe)
     assert (tmp_path / "figures2" / "recorded_level_weights.png").exists()
     assert not (tmp_path / "figures2" / "recorded_activation_maps.png").exists()  # needs the models
