@@ -188,7 +188,7 @@ def finish_run(row: str, preset: Preset, seed: int, world_dir: Path, runs_dir: P
         torch.set_num_threads(threads)
     cfg = run_config(row, preset, seed, world_dir, runs_dir, epochs, curve)
     if record is not None and (saved := read_record(record, cfg)) is not None:
-        return saved
+        return {**saved, "trained_here": False}  # the record's own flag says where it was trained, not now
     device = setup().device
     trained_here = finished_state(cfg) is None
     model = trained_model(cfg, num_actions, device, progress)
