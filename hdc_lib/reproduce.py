@@ -190,8 +190,10 @@ def finish_run(row: str, preset: Preset, seed: int, world_dir: Path, runs_dir: P
     if record is not None and (saved := read_record(record, cfg)) is not None:
         return {**saved, "trained_here": False}  # the record's own flag says where it was trained, not now
     device = setup().device
-    trained_here = finished_state(cfg) is None
-    model = trained_model(cfg, num_actions, device, progress)
+    state = finished_state(cfg)  # read once: a finished run is loaded, not checked again by trained_model
+    trained_here = state is None
+    model = (trained_model(cfg, num_actions, device, progress) if trained_here
+             else load_model(cfg, state["model"], num_actions, device))
     done = {"row": row, "seed": seed, "seconds": training_seconds(cfg.train.out_dir), "trained_here": trained_here,
             "probes": run_probes(cfg, model, device, preset.eval_clips),
             "curve": probe_curve(cfg, num_actions, device, preset.eval_clips, steps_per_epoch) if curve else None}
@@ -244,6 +246,10 @@ def parallelism(device: torch.device, runs: int) -> tuple[int, int]:
     return jobs, max(1, cores // jobs)
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' if n != 1 else ''}"
+
+
 def find_or_train(row: str, root: str | Path, short: list[str], seed: int = 0,
                   presets: tuple[str, ...] = ("toy", "full")) -> tuple[object, torch.nn.Module]:
     """(config, model) of `row` for a notebook: the run `hdc reproduce` trained (make demo's `toy`
@@ -278,10 +284,6 @@ def find_or_train(row: str, root: str | Path, short: list[str], seed: int = 0,
 
 
 # -- statistics ------------------------------------------------------------------------------------
-def _epochs(n: int) -> str:
-    return f"{n} epoch{'s' if n != 1 else ''}"
-
-
 def mean_interval(values: list[float]) -> tuple[float, float, float]:
     """Mean and its 95% Student-t interval over seeds: mean ± t(0.975, n - 1) s / sqrt(n)."""
     x = np.asarray(values, dtype=float)
