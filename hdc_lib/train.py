@@ -131,8 +131,11 @@ def _truncate_metrics(path: Path, global_step: int, epoch: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
-def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
+def train(cfg: RunConfig, resume: bool = False, progress: bool = True, label: str | None = None) -> dict:
     """Train `cfg` to the end (or until a stop signal).
+
+    `label` (e.g. "tc_only_rev seed0") starts every per-epoch line, so that the lines of runs
+    trained side by side can be told apart.
 
     Returns a summary: the run folder, the trained method (the module itself, not a DDP wrapper)
     and, when a signal stopped the run, its name under "interrupted".
@@ -219,6 +222,7 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
                "precision": precision}
     if ctx.is_main:
         log.info("backbone precision: %s (train.precision=%s on %s)", precision, tc.precision, ctx.device)
+    started, first_epoch = time.perf_counter(), epoch
     with _StopRequest() as stop:
         while epoch < tc.epochs:
             train_set.set_epoch(epoch)
@@ -280,7 +284,11 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
             record(entry)
             if ctx.is_main and progress:
                 shown = {k: round(v, 4) for k, v in entry.items() if k in ("loss/total", "knn_acc")}
-                print(f"epoch {epoch}/{tc.epochs} {shown}", flush=True)
+                elapsed = time.perf_counter() - started
+                # time left = elapsed per epoch trained by this call x epochs left
+                left = elapsed / (epoch - first_epoch) * (tc.epochs - epoch)
+                print(f"{label + ' ' if label else ''}epoch {epoch}/{tc.epochs} {shown} "
+                      f"elapsed {elapsed:.0f} s, about {left:.0f} s left", flush=True)
             if epoch % tc.checkpoint_every == 0 or epoch == tc.epochs:
                 checkpoint(epoch, 0, generator)
     if ctx.is_main:
