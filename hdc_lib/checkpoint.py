@@ -1,7 +1,8 @@
 """Checkpoints that survive being killed and cannot run code when loaded.
 
-- Written atomically: to a temporary file in the same folder, flushed to disk, then renamed, so a
-  run killed mid-write leaves the previous checkpoint intact and no half-written one.
+- Written atomically (`data.cache.atomic_write`): to a temporary file in the same folder, flushed
+  to disk, then renamed, so a run killed mid-write leaves the previous checkpoint intact and no
+  half-written one.
 - Read with `torch.load(weights_only=True)`: only tensors and plain containers, never pickled code.
 - A checkpoint that cannot be read (cut short, corrupted) is refused with a message naming it, and
   `load_latest` falls back to the previous one.
@@ -9,13 +10,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
+from hdc_lib.data.cache import atomic_write
 from hdc_lib.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -32,19 +32,7 @@ def checkpoint_name(epoch: int, step: int) -> str:
 
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda file: torch.save(state, file))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from hdc_lib.data.cache import atomic_write
 from hdc_lib.data.samplers import UniformClipSampler
 from hdc_lib.experiment import build_dataset
 from hdc_lib.supervised import still
@@ -66,10 +67,7 @@ def cached_features(cache_dir: Path | None, key: dict, compute) -> dict:
     if path.exists():
         return torch.load(path, weights_only=True)
     result = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(result, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda file: torch.save(result, file), sync=False)  # lost: computed again
     return result
 
 

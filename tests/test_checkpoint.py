@@ -55,3 +55,19 @@ def test_a_pickled_payload_that_runs_code_is_refused(tmp_path):
     assert not marker.exists()
     pickle.loads(plain.read_bytes())  # what an unsafe load would have done
     assert marker.exists()
+
+
+def test_a_save_killed_mid_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    """Checkpoints, cache entries and feature caches share one atomic write (data.cache)."""
+    path = save_checkpoint(tmp_path / checkpoint_name(1, 0), {"w": torch.ones(3)})
+
+    def killed_mid_write(state, file):
+        file.write(b"PK partial zip")
+        raise KeyboardInterrupt  # the run is killed while writing
+
+    monkeypatch.setattr(torch, "save", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"w": torch.zeros(3)})
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == [path]
+    assert torch.equal(load_checkpoint(path)["w"], torch.ones(3))

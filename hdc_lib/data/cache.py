@@ -5,9 +5,11 @@ as a uint8 (N, H, W, C) .npy file and opened with mmap_mode="r": only the gather
 read from disk. The entry's name is a hash of the source file's absolute path, size and
 modification time (ns) and of the decode settings, so editing or touching the video, or changing
 the settings, makes a new entry rather than serving stale frames (old entries stay on disk until
-the directory is removed). Entries are written to a temporary file and renamed into place
-(os.replace is atomic), so a run killed mid-write never leaves a half-written entry; an entry
-that still fails to load is decoded and written again.
+the directory is removed). Entries are written with `atomic_write`, so a run killed mid-write
+never leaves a half-written entry; an entry that still fails to load is decoded and written again.
+
+`atomic_write` is also how checkpoints and cached features are written (checkpoint.py,
+features.py): it lives here, the lowest layer that writes files.
 """
 from __future__ import annotations
 
@@ -16,12 +18,37 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 
 # Bump when the stored format or the decoder's output changes, to retire every old entry.
 CACHE_VERSION = 1
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], sync: bool = True) -> Path:
+    """Create or replace `path` with what `write(file)` writes, all or nothing.
+
+    It writes to a temporary file in the same folder and renames it into place (os.replace is
+    atomic within a file system), so a process killed mid-write leaves the previous file (or none)
+    and no half-written one; the temporary file is removed on any error. `sync` flushes the data to
+    disk before the rename, so that a power cut cannot leave a renamed but empty file; files that
+    can be recomputed (cache entries) skip that cost.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            if sync:
+                file.flush()
+                os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def file_version(path: str | os.PathLike) -> tuple[int, int]:
@@ -59,16 +86,6 @@ class DecodedVideoCache:
                 return np.load(entry, mmap_mode="r"), True
             except (OSError, ValueError):
                 pass  # unreadable entry (e.g. disk trouble): decode and overwrite it
-        self._write(entry, np.ascontiguousarray(decode(), dtype=np.uint8))
+        frames = np.ascontiguousarray(decode(), dtype=np.uint8)
+        atomic_write(entry, lambda file: np.save(file, frames), sync=False)  # lost: decoded again
         return np.load(entry, mmap_mode="r"), False
-
-    def _write(self, entry: Path, frames: np.ndarray) -> None:
-        """Write atomically: a temporary file in the same directory, then os.replace."""
-        handle, temporary = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.save(file, frames)
-            os.replace(temporary, entry)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
