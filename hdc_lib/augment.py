@@ -1,4 +1,5 @@
-"""Batched spatial augmentation of video clips, the deterministic eval transform, temporal ops.
+"""Batched spatial augmentation of video clips and the deterministic eval transform (the temporal
+ops that reorder frames live in views.py, where the views are made).
 
 One parameter set per sample, identical for every frame of its clip, drawn independently across the
 batch, applied to the whole batch at once on the clips' device. The parameters come back with the
@@ -411,36 +412,3 @@ def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> to
     planes = F.conv2d(F.pad(planes, (0, 0, pad, pad), mode="reflect"), kernels[:, None, :, None],
                       groups=len(kernels))
     return planes.reshape(x.shape)
-
-
-def shuffle_frames(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Permute the frames (dim 2) of each (B, C, T, H, W) sample randomly, never in identity order.
-
-    Uniform over the T! - 1 non-identity orders (rejection sampling); T = 1 is returned unchanged.
-    """
-    batch, frames = x.shape[0], x.shape[2]
-    if frames == 1:
-        return x
-    draw_device = generator.device if generator is not None else x.device
-    order = torch.arange(frames, device=draw_device).repeat(batch, 1)
-    redraw = torch.ones(batch, dtype=torch.bool, device=draw_device)
-    while bool(redraw.any()):
-        order[redraw] = torch.rand(int(redraw.sum()), frames, generator=generator, device=draw_device).argsort(dim=1)
-        redraw = (order == torch.arange(frames, device=draw_device)).all(dim=1)
-    return torch.take_along_dim(x, order.to(x.device).view(batch, 1, frames, 1, 1), dim=2)
-
-
-def reverse_frames(x: torch.Tensor) -> torch.Tensor:
-    """Play each (B, C, T, H, W) clip backwards."""
-    return x.flip(2)
-
-
-TEMPORAL_NEGATIVES = ("shuffled", "reversed")
-
-
-def reordered(x: torch.Tensor, how: str, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The clip with its frames `shuffled` or `reversed`: same frames, wrong order. As a hard
-    negative it can only be told from the clip by the order of its frames, i.e. by motion."""
-    if how not in TEMPORAL_NEGATIVES:
-        raise ValueError(f"{how!r} is not one of {list(TEMPORAL_NEGATIVES)}")
-    return shuffle_frames(x, generator=generator) if how == "shuffled" else reverse_frames(x)

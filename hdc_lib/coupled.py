@@ -17,8 +17,8 @@ from functools import partial
 
 import torch
 
-from hdc_lib.augment import TEMPORAL_NEGATIVES, reordered
 from hdc_lib.contrastive import ContrastConfig, ContrastiveMethod
+from hdc_lib.views import TEMPORAL_NEGATIVES, reordered
 
 
 @dataclass

@@ -123,6 +123,23 @@ def _without_amp(train: dict | None) -> dict | None:
     return train
 
 
+def _with_later_knobs(method: str, model: dict | None) -> dict | None:
+    """Knobs added after runs were recorded, set to what those runs did (like `_without_amp`): HDC
+    runs before `sc_pair` existed paired SC's (v1, v3), the reading now called "same_appearance"."""
+    if method != "hdc" or not isinstance(model, dict) or "sc_pair" in model:
+        return model
+    if "spatial" not in model.get("subtasks", ("spatial",)):
+        return model
+    return {**model, "sc_pair": "same_appearance"}
+
+
+def saved_run_config(raw: dict) -> RunConfig:
+    """A RunConfig from a config that a run or record saved, perhaps before some knobs existed."""
+    raw = dict(raw)
+    raw["model"] = _with_later_knobs(raw.get("method", "hdc"), raw.get("model"))
+    return run_config_from_dict(raw)
+
+
 def run_config_from_dict(raw: dict) -> RunConfig:
     """Validate and build a RunConfig from a plain dict."""
     raw = dict(raw)

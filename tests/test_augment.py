@@ -7,8 +7,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from hdc_lib.augment import (AugmentConfig, AugmentParams, SpatialAugment, reverse_frames,
-                             shuffle_frames)
+from hdc_lib.augment import AugmentConfig, AugmentParams, SpatialAugment
 
 SIZE = 32
 # Outputs compared in [0, 1] units (mean 0, std 1) unless the test normalises.
@@ -219,27 +218,6 @@ def test_rejects_bad_input():
     with pytest.raises(ValueError, match="exceed"):
         augment(torch.zeros(1, 2, 16, 16, 3, dtype=torch.uint8), params=params.crop_only(
             params.top * 0 + 10, params.left * 0, params.height * 0 + 10, params.width * 0 + 10))
-
-
-def frame_indexed(batch, frames):
-    """(B, 1, T, 2, 2) clips whose every pixel holds its frame index."""
-    return torch.arange(frames, dtype=torch.float32).view(1, 1, frames, 1, 1).expand(batch, 1, frames, 2, 2)
-
-
-def test_shuffle_frames_is_never_identity_and_a_permutation():
-    x = frame_indexed(600, 3)
-    shuffled = shuffle_frames(x, generator=torch.Generator().manual_seed(0))
-    orders = shuffled[:, 0, :, 0, 0]
-    assert torch.equal(shuffled, orders.view(600, 1, 3, 1, 1).expand_as(x))  # whole frames move
-    assert torch.equal(orders.sort(dim=1).values, torch.arange(3.0).expand(600, 3))
-    assert not bool((orders == torch.arange(3.0)).all(dim=1).any())
-    assert len({tuple(o) for o in orders.tolist()}) == 5  # all 3! - 1 other orders occur
-    assert torch.equal(shuffle_frames(frame_indexed(50, 2))[:, 0, :, 0, 0], torch.tensor([1.0, 0.0]).expand(50, 2))
-    assert torch.equal(shuffle_frames(frame_indexed(4, 1)), frame_indexed(4, 1))
-
-
-def test_reverse_frames():
-    assert torch.equal(reverse_frames(frame_indexed(2, 4))[0, 0, :, 0, 0], torch.tensor([3.0, 2.0, 1.0, 0.0]))
 
 
 def test_channel_shuffle_permutes_each_clips_channels_before_normalising():

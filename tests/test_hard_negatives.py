@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hdc_lib.augment import reordered
 from hdc_lib.config import ConfigError
 from hdc_lib.coupled import Coupled, CoupledConfig
 from hdc_lib.experiment import load_config
+from hdc_lib.views import reordered
 
 
 def test_reordered_reverses_or_shuffles_the_frames_only():

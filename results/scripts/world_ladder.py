@@ -18,7 +18,7 @@ distribution. The biased-fit action probe is fitted on the training world's trai
 ...) for this process: a candidate world change measured before it becomes a world argument. The
 geometry joins the world folder's hash, so such a world never shares a folder with a library one.
 
-Appends one JSON line to results/toyworld_ladder.jsonl.
+Appends one JSON line to results/toyworld_ladder.jsonl (or `--log`).
 """
 from __future__ import annotations
 
@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--val-seed", type=int, default=1000, help="seed of the validation world")
     parser.add_argument("--geometry", default="{}", help="toy-world geometry constants to override (JSON)")
+    parser.add_argument("--log", default="results/toyworld_ladder.jsonl", help="the JSON-lines file the record joins")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     if args.threads:
@@ -149,7 +150,7 @@ def main() -> None:
     record = {"name": args.name, "config": args.config, "world": world, "geometry": geometry, "steps": args.steps, "epochs": epochs,
               "seed": args.seed, "overrides": args.overrides, "train_seconds": round(seconds, 1),
               "threads": torch.get_num_threads(), "commit": commit + ("+changes" if dirty else ""), "probes": result}
-    with open(REPO / "results" / "toyworld_ladder.jsonl", "a") as f:
+    with open(REPO / args.log, "a") as f:
         f.write(json.dumps(record) + "\n")
     last = result[stages[-1]]
     print(args.name, {k: v if isinstance(v, dict) else round(v, 3) for k, v in last.items()}, f"{seconds:.0f}s", flush=True)
