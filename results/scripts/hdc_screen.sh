@@ -5,6 +5,7 @@
 set -u
 LOG=results/hdc_readings.jsonl
 PY=.venv/bin/python
+export PYTHONPATH="$PWD"  # this checkout's hdc_lib, whatever the venv's editable install points at
 COMMON=(--world '{"seed": 1000}' --val-seed 1000 --steps 900 --threads 1 --log "$LOG")
 KEEP=(train.checkpoint_every=10 train.keep_checkpoints=10)
 arm() {  # name config overrides...
