@@ -12,7 +12,7 @@ arm() {  # name config overrides...
   local name=$1 config=$2; shift 2
   if [ -f "$LOG" ] && grep -q "\"name\": \"$name\"" "$LOG"; then echo "$name: done, skipped"; return; fi
   echo "$name: start $(date -u +%H:%M)"
-  nice -n 10 $PY results/scripts/world_ladder.py --name "$name" --config "$config" "${COMMON[@]}" "${KEEP[@]}" "$@"
+  $PY results/scripts/world_ladder.py --name "$name" --config "$config" "${COMMON[@]}" "${KEEP[@]}" "$@"
   echo "$name: end $(date -u +%H:%M)"
 }
 arm E0 hdc_single model.sc_pair=same_appearance        # renders the validation world first, alone
