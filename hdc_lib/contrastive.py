@@ -30,7 +30,7 @@ from hdc_lib.augment import AugmentConfig, SpatialAugment
 from hdc_lib.backbones import build_backbone
 from hdc_lib.config import ConfigError
 from hdc_lib.heads import ProjectionHead
-from hdc_lib.losses import contrastive_accuracy, info_nce_from_logits
+from hdc_lib.losses import contrastive_accuracy, contrastive_logits, info_nce_from_logits, mean_similarities
 from hdc_lib.moco import KeyQueue, ema_update_, shuffle_bn_forward
 
 
@@ -169,15 +169,15 @@ class ContrastiveMethod(nn.Module):
                  extra_positives: torch.Tensor | None = None) -> torch.Tensor:
         """InfoNCE of each (query (B, D), positive key (B, D)) pair, averaged, logged under `name`.
 
-        Logits of row i, all divided by tau, by `negatives`:
-          "batch": [q_i . k_j for every key j of the (global) batch]
-          "queue": [q_i . k_i] ++ [q_i . queue]                      (MoCo v2)
-          "both":  [q_i . k_j for every key j of the (global) batch] ++ [q_i . queue]
-        then ++ [q_i . h_i,m for the row's own hard negatives h_i (B, M, D)] in every mode.
+        The logits are `losses.contrastive_logits`'s; which candidates row i has, by `negatives`:
+          "batch": every key of the (global) batch
+          "queue": its own key, then the queue                             (MoCo v2)
+          "both":  every key of the (global) batch, then the queue
+        then its own hard negatives h_i (`hard_negatives` (B, M, D)) in every mode.
         `extra_positives` (B, queue size) bool marks queue entries that also count as positives
         (DCLR's cross-video search); a row's loss is then -log of its summed positive probability.
-        A symmetrised loss passes both directions, [(z_a, k_b), (z_b, k_a)]. `queue` names the
-        queue the pairs read; in-batch methods (no queue) ignore it.
+        A symmetrised loss passes both directions, [(z_a, k_b), (z_b, k_a)], and is their mean.
+        `queue` names the queue the pairs read; in-batch methods (no queue) ignore it.
         """
         terms = [self._info_nce(q, k, queue, hard_negatives, extra_positives) for q, k in pairs]
         loss = torch.stack([t[0] for t in terms]).mean()
@@ -188,36 +188,19 @@ class ContrastiveMethod(nn.Module):
         return loss
 
     def _info_nce(self, query, key, queue, hard_negatives, extra_positives):
-        query, key = F.normalize(query, dim=1), F.normalize(key, dim=1)
         if queue is None and self.queue is not None:
             raise ValueError(f"contrastive.py: negatives={self.cfg.negatives!r} needs the name of the queue to read")
-        if self.cfg.negatives == "queue":
-            # MoCo v2: l_pos = q_i . k_i, the only key column of row i.
-            columns = [(query * key).sum(dim=1, keepdim=True)]
-            positives = [torch.ones_like(columns[0], dtype=torch.bool)]
-        else:
-            keys, first = gather_keys(key)
-            rows = torch.arange(query.shape[0], device=query.device)
-            columns = [query @ keys.t()]
-            positive = torch.zeros_like(columns[0], dtype=torch.bool)
-            positive[rows, first + rows] = True
-            positives = [positive]
-        if self.queue is not None:
-            columns.append(query @ self.queue[queue].detach().t())
-            positives.append(extra_positives if extra_positives is not None
-                             else torch.zeros_like(columns[-1], dtype=torch.bool))
-        if hard_negatives is not None:
-            hard = F.normalize(hard_negatives, dim=-1)
-            columns.append(torch.einsum("bd,bmd->bm", query, hard))
-            positives.append(torch.zeros_like(columns[-1], dtype=torch.bool))
-        similarity = torch.cat(columns, dim=1)
-        positive_mask = torch.cat(positives, dim=1)
-        # L = mean_i -log( sum_{j in P(i)} exp(s_ij / tau) / sum_j exp(s_ij / tau) )
-        loss = info_nce_from_logits(similarity / self.cfg.temperature, positive_mask)
+        batch_negatives = self.cfg.negatives != "queue"
+        # Under DDP the batch negatives are every rank's keys (gathered with gradient).
+        keys, own_keys_start = gather_keys(key) if batch_negatives else (key, 0)
+        logits, positive_mask = contrastive_logits(
+            query, keys, self.cfg.temperature, batch_negatives=batch_negatives, own_keys_start=own_keys_start,
+            queue=None if self.queue is None else self.queue[queue], extra_positives=extra_positives,
+            hard_negatives=hard_negatives)
+        loss = info_nce_from_logits(logits, positive_mask)
         with torch.no_grad():
-            stats = {"acc": contrastive_accuracy(similarity, positive_mask),
-                     "pos_sim": similarity[positive_mask].mean(),
-                     "neg_sim": similarity[~positive_mask].mean()}
+            positive, negative = mean_similarities(logits, positive_mask, self.cfg.temperature)
+            stats = {"acc": contrastive_accuracy(logits, positive_mask), "pos_sim": positive, "neg_sim": negative}
         return loss, stats
 
 

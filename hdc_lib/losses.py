@@ -1,10 +1,18 @@
-"""Contrastive losses (InfoNCE with optional queue / hard / multiple positives, NT-Xent) and the
-statistics methods log next to them.
+"""Contrastive losses (InfoNCE with a MoCo queue, per-row hard negatives and extra positives;
+NT-Xent) and the statistics methods log next to them.
 
-Layout of the logits, shared by every function here: row i belongs to query q_i; its columns are
-the B keys of the batch (column i is q_i's own key, the other B-1 are other videos) followed by the
-M extra negatives (a MoCo queue shared by all rows, or hard negatives of row i alone). Inputs are
-L2-normalised inside, so logits are cosine similarities divided by the temperature tau.
+Layout of the logits, shared by every function here: row i belongs to query q_i; its columns are,
+in this order,
+  1. keys: every key of the batch (column j is k_j; q_i's own key is its positive, the others are
+     negatives), or with `batch_negatives=False` only q_i's own key (MoCo v2). `key` may hold more
+     rows than `query` (the keys of every rank, gathered): q_i's own key is then row
+     `own_keys_start + i`;
+  2. queue: the M entries of a queue shared by every row (MoCo), negatives unless `extra_positives`
+     (B, M) marks some of them as further positives of the row (DCLR's cross-video search);
+  3. hard negatives: M' negatives of row i alone (B, M', D), e.g. HDC's same-video other-time view.
+Query, key and hard negatives are L2-normalised inside; queue entries are used as given, because a
+queue stores keys that were normalised when they entered it (moco.KeyQueue). Logits are therefore
+cosine similarities divided by the temperature tau.
 """
 
 import torch
@@ -12,55 +20,65 @@ import torch.nn.functional as F
 
 
 def contrastive_logits(
-    query: torch.Tensor, key: torch.Tensor, temperature: float = 0.1, negatives: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (B, B+M) of every query against the batch keys and the extra negatives, and the default
-    positive mask (B, B+M) bool: True on the diagonal of the first B columns (q_i's own key).
-
-    query, key: (B, D). negatives: None (M = 0), (M, D) shared by all rows (a queue), or (B, M, D)
-    per row (hard negatives, e.g. HDC's same-video other-time view).
-    """
-    if query.shape != key.shape or query.dim() != 2:
-        raise ValueError(f"losses.py: query and key must both be (B, D), got {tuple(query.shape)} and {tuple(key.shape)}")
-    query, key = F.normalize(query, dim=-1), F.normalize(key, dim=-1)
-    columns = [query @ key.T]
-    if negatives is not None:
-        negatives = F.normalize(negatives, dim=-1)
-        if negatives.dim() == 2:
-            columns.append(query @ negatives.T)
-        elif negatives.dim() == 3 and negatives.shape[0] == query.shape[0]:
-            columns.append(torch.einsum("bd,bmd->bm", query, negatives))
-        else:
-            raise ValueError(f"losses.py: negatives must be (M, D) or (B, M, D), got {tuple(negatives.shape)}")
-    # l_ij = cos(q_i, k_j) / tau over all candidate keys k_j (batch keys, then negatives)
-    logits = torch.cat(columns, dim=1) / temperature
-    positive_mask = torch.zeros_like(logits, dtype=torch.bool)
-    positive_mask[:, : query.shape[0]].fill_diagonal_(True)
-    return logits, positive_mask
-
-
-def info_nce(
     query: torch.Tensor,
     key: torch.Tensor,
     temperature: float = 0.1,
-    negatives: torch.Tensor | None = None,
-    positive_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
+    *,
+    batch_negatives: bool = True,
+    own_keys_start: int = 0,
+    queue: torch.Tensor | None = None,
+    extra_positives: torch.Tensor | None = None,
+    hard_negatives: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (B, N) of every query against its candidate keys (the module docstring's layout) and
+    the positive mask (B, N) bool.
+
+    query: (B, D). key: (K, D), K >= own_keys_start + B (K = B without batch negatives).
+    queue: (M, D) unit rows; extra_positives: (B, M) bool, needs a queue. hard_negatives: (B, M', D).
+    """
+    batch = query.shape[0]
+    if query.dim() != 2 or key.dim() != 2 or key.shape[1] != query.shape[1]:
+        raise ValueError(f"losses.py: query and key must both be (rows, D), got {tuple(query.shape)} and {tuple(key.shape)}")
+    own_keys = range(own_keys_start, own_keys_start + batch) if batch_negatives else range(batch)
+    if key.shape[0] < own_keys.stop or (not batch_negatives and key.shape[0] != batch):
+        raise ValueError(f"losses.py: {batch} queries need their own keys at rows {own_keys.start}.."
+                         f"{own_keys.stop - 1} of key, which has {key.shape[0]}")
+    if extra_positives is not None and (queue is None or extra_positives.shape != (batch, queue.shape[0])):
+        raise ValueError("losses.py: extra_positives marks queue entries: it needs a queue and shape (B, queue size)")
+    if hard_negatives is not None and (hard_negatives.dim() != 3 or hard_negatives.shape[0] != batch):
+        raise ValueError(f"losses.py: hard_negatives must be (B, M, D), got {tuple(hard_negatives.shape)}")
+    query, key = F.normalize(query, dim=1), F.normalize(key, dim=1)
+    rows = torch.arange(batch, device=query.device)
+    if batch_negatives:
+        columns = [query @ key.t()]
+        positive = torch.zeros_like(columns[0], dtype=torch.bool)
+        positive[rows, own_keys.start + rows] = True
+    else:
+        # MoCo v2: q_i . k_i is the only key column of row i
+        columns = [(query * key).sum(dim=1, keepdim=True)]
+        positive = torch.ones_like(columns[0], dtype=torch.bool)
+    positives = [positive]
+    if queue is not None:
+        columns.append(query @ queue.detach().t())
+        positives.append(extra_positives if extra_positives is not None
+                         else torch.zeros_like(columns[-1], dtype=torch.bool))
+    if hard_negatives is not None:
+        hard = F.normalize(hard_negatives, dim=-1)
+        columns.append(torch.einsum("bd,bmd->bm", query, hard))
+        positives.append(torch.zeros_like(columns[-1], dtype=torch.bool))
+    # l_ij = cos(q_i, c_j) / tau over all candidates c_j of row i (keys, queue, hard negatives)
+    logits = torch.cat(columns, dim=1) / temperature
+    return logits, torch.cat(positives, dim=1)
+
+
+def info_nce(query: torch.Tensor, key: torch.Tensor, temperature: float = 0.1, **candidates) -> torch.Tensor:
     """InfoNCE averaged over the batch (scalar).
 
     Each row's loss is -log of the softmax probability of its positives, summed when there are
-    several: the usual one-positive InfoNCE by default, the multi-positive (MIL-NCE style) form that
-    DCLR's cross-video search uses when ``positive_mask`` (B, B+M) bool marks more columns.
-    Arguments as in ``contrastive_logits``; every row needs at least one positive.
+    several: the usual one-positive InfoNCE by default, the multi-positive (MIL-NCE style) form
+    when `extra_positives` marks queue entries too. `candidates` as in ``contrastive_logits``.
     """
-    logits, default_mask = contrastive_logits(query, key, temperature, negatives)
-    if positive_mask is None:
-        positive_mask = default_mask
-    elif positive_mask.shape != logits.shape:
-        raise ValueError(f"losses.py: positive_mask must be {tuple(logits.shape)}, got {tuple(positive_mask.shape)}")
-    if not positive_mask.any(dim=1).all():
-        raise ValueError("losses.py: every row of positive_mask needs at least one positive")
-    return info_nce_from_logits(logits, positive_mask)
+    return info_nce_from_logits(*contrastive_logits(query, key, temperature, **candidates))
 
 
 def info_nce_from_logits(logits: torch.Tensor, positive_mask: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,7 @@
-"""Losses against naive per-sample loops in float64 (values and gradients), plus their invariances."""
+"""Losses against naive per-sample loops in float64 (values and gradients), plus their invariances.
+
+`naive_info_nce` is the project's one naive InfoNCE: test_methods.py checks the methods' `contrast`
+against it too."""
 
 import itertools
 import math
@@ -17,19 +20,25 @@ def unit(v):
     return v / torch.sqrt(sum(x * x for x in v))
 
 
-def naive_info_nce(query, key, temperature, negatives=None, positive_mask=None):
-    """-log(sum over positives of exp(l) / sum over all of exp(l)), one row at a time."""
+def naive_info_nce(query, key, temperature, *, batch_negatives=True, own_keys_start=0, queue=None,
+                   extra_positives=None, hard_negatives=None):
+    """-log(sum over positives of exp(l) / sum over all of exp(l)), one row at a time. Row i's
+    candidates: every key (its own is key[own_keys_start + i]), or only its own without batch
+    negatives; then the queue's rows as given (positives where extra_positives marks them); then
+    its own hard negatives."""
     batch = query.shape[0]
     total = 0.0
     for i in range(batch):
         q = unit(query[i])
-        candidates = [unit(key[j]) for j in range(batch)]
-        if negatives is not None:
-            rows = negatives if negatives.dim() == 2 else negatives[i]
-            candidates += [unit(n) for n in rows]
-        exps = [torch.exp(torch.dot(q, c) / temperature) for c in candidates]
-        positives = [j for j in range(len(candidates)) if (positive_mask[i, j] if positive_mask is not None else j == i)]
-        total = total - torch.log(sum(exps[j] for j in positives) / sum(exps))
+        own = own_keys_start + i if batch_negatives else i
+        candidates = [(unit(key[j]), j == own) for j in (range(len(key)) if batch_negatives else [i])]
+        if queue is not None:
+            candidates += [(queue[m], extra_positives is not None and bool(extra_positives[i, m]))
+                           for m in range(len(queue))]
+        if hard_negatives is not None:
+            candidates += [(unit(h), False) for h in hard_negatives[i]]
+        exps = [(torch.exp(torch.dot(q, c) / temperature), positive) for c, positive in candidates]
+        total = total - torch.log(sum(e for e, positive in exps if positive) / sum(e for e, _ in exps))
     return total / batch
 
 
@@ -44,37 +53,50 @@ def naive_nt_xent(z1, z2, temperature):
     return total / (2 * n)
 
 
-def random_inputs(batch, negatives_kind, seed):
+# Which candidates a row has besides the batch keys (keyword arguments of contrastive_logits).
+CANDIDATES = ("batch keys", "queue", "queue + extra positives", "hard negatives",
+              "queue + extra positives + hard negatives", "own key + queue (MoCo v2)",
+              "keys of 3 ranks, this rank's in the middle")
+
+
+def random_inputs(batch, candidates, seed):
+    """query, key (leaves, float64) and the keyword arguments that give `candidates`."""
     generator = torch.Generator().manual_seed(seed)
     draw = lambda *shape: torch.randn(*shape, generator=generator, dtype=torch.float64, requires_grad=True)
-    negatives = {"none": None, "queue": draw(QUEUE, DIM), "per_row": draw(batch, HARD, DIM)}[negatives_kind]
-    return draw(batch, DIM), draw(batch, DIM), negatives, generator
+    query = draw(batch, DIM)
+    key = draw(3 * batch if candidates.startswith("keys of 3 ranks") else batch, DIM)
+    kwargs = {}
+    if "queue" in candidates:
+        # a queue holds unit keys (moco.KeyQueue normalises them on the way in)
+        kwargs["queue"] = torch.nn.functional.normalize(torch.randn(QUEUE, DIM, generator=generator,
+                                                                    dtype=torch.float64), dim=1).requires_grad_()
+    if "extra positives" in candidates:
+        kwargs["extra_positives"] = torch.rand(batch, QUEUE, generator=generator) < 0.3
+    if "hard negatives" in candidates:
+        kwargs["hard_negatives"] = draw(batch, HARD, DIM)
+    if "MoCo v2" in candidates:
+        kwargs["batch_negatives"] = False
+    if candidates.startswith("keys of 3 ranks"):
+        kwargs["own_keys_start"] = batch
+    return query, key, kwargs
 
 
-def random_positive_mask(batch, num_columns, generator):
-    mask = torch.rand(batch, num_columns, generator=generator) < 0.3
-    mask[torch.arange(batch), torch.randint(num_columns, (batch,), generator=generator)] = True
-    return mask
-
-
-@pytest.mark.parametrize("negatives_kind", ["none", "queue", "per_row"])
-@pytest.mark.parametrize("multi_positive", [False, True])
-def test_info_nce_matches_naive_loop_in_value_and_gradient(negatives_kind, multi_positive):
+@pytest.mark.parametrize("candidates", CANDIDATES)
+def test_info_nce_matches_naive_loop_in_value_and_gradient(candidates):
     for seed, (temperature, batch) in enumerate(itertools.product(TEMPERATURES, BATCH_SIZES)):
-        query, key, negatives, generator = random_inputs(batch, negatives_kind, seed)
-        num_columns = batch + (0 if negatives is None else negatives.shape[-2])
-        mask = random_positive_mask(batch, num_columns, generator) if multi_positive else None
-        loss = info_nce(query, key, temperature, negatives, mask)
-        expected = naive_info_nce(query, key, temperature, negatives, mask)
+        query, key, kwargs = random_inputs(batch, candidates, seed)
+        loss = info_nce(query, key, temperature, **kwargs)
+        expected = naive_info_nce(query, key, temperature, **kwargs)
         torch.testing.assert_close(loss, expected)
-        leaves = [t for t in (query, key, negatives) if t is not None]
+        # the queue is a buffer of past keys: no gradient reaches it
+        leaves = [query, key, *([kwargs["hard_negatives"]] if "hard_negatives" in kwargs else [])]
         for got, want in zip(torch.autograd.grad(loss, leaves), torch.autograd.grad(expected, leaves)):
             torch.testing.assert_close(got, want)
 
 
 @pytest.mark.parametrize(("temperature", "batch"), list(itertools.product(TEMPERATURES, BATCH_SIZES)))
 def test_nt_xent_matches_symmetric_naive_definition(temperature, batch):
-    z1, z2, _, _ = random_inputs(batch, "none", seed=batch)
+    z1, z2, _ = random_inputs(batch, "batch keys", seed=batch)
     loss = nt_xent(z1, z2, temperature)
     expected = naive_nt_xent(z1, z2, temperature)
     torch.testing.assert_close(loss, expected)
@@ -83,9 +105,10 @@ def test_nt_xent_matches_symmetric_naive_definition(temperature, batch):
         torch.testing.assert_close(got, want)
 
 
-def test_losses_are_invariant_to_input_scale():
-    query, key, negatives, _ = random_inputs(7, "queue", seed=1)
-    torch.testing.assert_close(info_nce(3 * query, 0.2 * key, 0.1, 5 * negatives), info_nce(query, key, 0.1, negatives))
+def test_losses_are_invariant_to_the_scale_of_what_they_normalise():
+    query, key, kwargs = random_inputs(7, "queue + extra positives + hard negatives", seed=1)
+    scaled = {**kwargs, "hard_negatives": 5 * kwargs["hard_negatives"]}
+    torch.testing.assert_close(info_nce(3 * query, 0.2 * key, 0.1, **scaled), info_nce(query, key, 0.1, **kwargs))
     torch.testing.assert_close(nt_xent(4 * query, 0.5 * key), nt_xent(query, key))
 
 
@@ -98,17 +121,27 @@ def test_aligned_batch_at_low_temperature_has_near_zero_loss():
     assert info_nce(same, same, temperature=0.1).item() == pytest.approx(math.log(4))
 
 
-def test_logits_layout_and_logging_helpers():
-    query, key, negatives, _ = random_inputs(4, "per_row", seed=2)
-    logits, mask = contrastive_logits(query, key, 0.5, negatives)
-    assert logits.shape == mask.shape == (4, 4 + HARD)
-    assert mask.sum() == 4 and mask[:, :4].diagonal().all()
-    q, k = torch.nn.functional.normalize(query, dim=1), torch.nn.functional.normalize(key, dim=1)
-    torch.testing.assert_close(logits[:, :4], q @ k.T / 0.5)
-    positive, negative = mean_similarities(logits, mask, 0.5)
-    torch.testing.assert_close(positive, (q * k).sum(1).mean())
-    torch.testing.assert_close(negative, (logits[~mask] * 0.5).mean())
+def test_the_keys_of_other_ranks_are_negatives_and_only_the_own_key_is_positive():
+    """Gathered keys: row i's positive is key[own_keys_start + i]; every other rank's key is one
+    more negative, so the loss equals the one-rank loss with those keys as a queue."""
+    query, key, _ = random_inputs(4, "keys of 3 ranks, this rank's in the middle", seed=3)
+    logits, mask = contrastive_logits(query, key, 0.5, own_keys_start=4)
+    assert mask.nonzero().tolist() == [[i, 4 + i] for i in range(4)]
+    others = torch.nn.functional.normalize(torch.cat([key[:4], key[8:]]), dim=1)
+    torch.testing.assert_close(info_nce(query, key, 0.5, own_keys_start=4), info_nce(query, key[4:8], 0.5, queue=others))
 
+
+def test_mean_similarities_and_accuracy_on_embeddings_with_known_cosines():
+    """Queries e1, e2 and keys e1, (e1 + e2) / sqrt 2: the positive cosines are 1 and 1/sqrt 2, the
+    negatives' 1/sqrt 2 (q_1 . k_2) and 0 (q_2 . k_1)."""
+    e1, e2 = torch.eye(2)
+    query, key = torch.stack([e1, e2]), torch.stack([e1, (e1 + e2) / math.sqrt(2)])
+    logits, mask = contrastive_logits(query, key, 0.5)
+    positive, negative = mean_similarities(logits, mask, 0.5)
+    assert positive.item() == pytest.approx((1 + 1 / math.sqrt(2)) / 2)
+    assert negative.item() == pytest.approx((1 / math.sqrt(2) + 0) / 2)
+    # row 1's best key is its own (1 > 0.71); row 2's too (0.71 > 0)
+    assert contrastive_accuracy(logits, mask).item() == 1.0
     rigged = torch.tensor([[5.0, 1.0, 0.0], [0.0, 1.0, 9.0], [0.0, 7.0, 1.0]])
     rigged_mask = torch.tensor([[True, False, False], [False, True, True], [False, False, True]])
     assert contrastive_accuracy(rigged, rigged_mask).item() == pytest.approx(2 / 3)
@@ -116,11 +149,13 @@ def test_logits_layout_and_logging_helpers():
 
 def test_invalid_arguments_are_rejected():
     query = torch.randn(3, 4)
-    with pytest.raises(ValueError, match="at least one positive"):
-        info_nce(query, query, positive_mask=torch.zeros(3, 3, dtype=torch.bool))
-    with pytest.raises(ValueError, match="positive_mask"):
-        info_nce(query, query, positive_mask=torch.ones(3, 4, dtype=torch.bool))
-    with pytest.raises(ValueError, match="negatives"):
-        info_nce(query, query, negatives=torch.randn(2, 5, 4))
-    with pytest.raises(ValueError, match="query and key"):
+    with pytest.raises(ValueError, match="extra_positives"):
+        info_nce(query, query, extra_positives=torch.ones(3, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="hard_negatives"):
+        info_nce(query, query, hard_negatives=torch.randn(2, 5, 4))
+    with pytest.raises(ValueError, match="own keys"):
         info_nce(query, torch.randn(2, 4))
+    with pytest.raises(ValueError, match="own keys"):
+        info_nce(query, torch.randn(6, 4), own_keys_start=4)
+    with pytest.raises(ValueError, match="query and key"):
+        info_nce(query, torch.randn(3, 5))

@@ -1,7 +1,6 @@
 """The three methods: the shared contrast against naive maths in each negatives mode, shuffle BN's
 key pass against a loop over separately run groups, HDC's terms and weights, and every method on
 every backbone at two clip sizes, learning on a fixed batch."""
-import math
 from functools import partial
 
 import pytest
@@ -13,6 +12,7 @@ from hdc_lib.config import from_dict
 from hdc_lib.coupled import Coupled, CoupledConfig
 from hdc_lib.dclr import DCLR, DCLRConfig
 from hdc_lib.hdc import HDC, HDCConfig
+from test_losses import naive_info_nce
 
 METHODS = {"coupled": (Coupled, CoupledConfig), "hdc": (HDC, HDCConfig), "dclr": (DCLR, DCLRConfig)}
 
@@ -31,28 +31,11 @@ def build(name, **overrides):
     return model_cls(from_dict(cfg_cls, overrides))
 
 
-# -- the shared contrast -----------------------------------------------------------------------
-def naive_contrast(query, key, temperature, bank=None, hard=None, extra=None, in_batch=True):
-    """-log(sum_pos exp(s/tau) / sum_all exp(s/tau)) row by row, in float64. Row i's key columns:
-    every key of the batch when `in_batch`, else only its own (MoCo v2)."""
-    query = F.normalize(query.double(), dim=1)
-    key = F.normalize(key.double(), dim=1)
-    total = 0.0
-    for i in range(query.shape[0]):
-        candidates = range(key.shape[0]) if in_batch else [i]
-        sims = [float(query[i] @ key[j]) for j in candidates]
-        positive = [j == i for j in candidates]
-        if bank is not None:
-            b = F.normalize(bank.double(), dim=1)
-            sims += [float(query[i] @ b[m]) for m in range(b.shape[0])]
-            positive += [bool(extra[i, m]) if extra is not None else False for m in range(b.shape[0])]
-        if hard is not None:
-            h = F.normalize(hard.double(), dim=-1)
-            sims += [float(query[i] @ h[i, m]) for m in range(h.shape[1])]
-            positive += [False] * h.shape[1]
-        exps = [math.exp(s / temperature) for s in sims]
-        total += -math.log(sum(e for e, p in zip(exps, positive) if p) / sum(exps))
-    return total / query.shape[0]
+# -- the shared contrast: the naive InfoNCE of test_losses.py, with the candidates each mode gives --
+def naive_contrast(query, key, temperature, **candidates):
+    in_float64 = {name: c.double() if torch.is_tensor(c) and c.is_floating_point() else c
+                  for name, c in candidates.items()}
+    return naive_info_nce(query.double(), key.double(), temperature, **in_float64).item()
 
 
 @pytest.mark.parametrize("temperature", [0.07, 0.5])
@@ -67,8 +50,10 @@ def test_contrast_matches_naive_loop_with_queue_hard_negatives_and_extra_positiv
         logs = {}
         loss = model.contrast("t", [(q, k)], logs, queue="clip", hard_negatives=hard_negatives,
                               extra_positives=extra_positives)
-        expected = naive_contrast(q, k, temperature, model.queue["clip"], hard_negatives, extra_positives,
-                                  in_batch=negatives == "both")
+        optional = {name: c for name, c in (("hard_negatives", hard_negatives), ("extra_positives", extra_positives))
+                    if c is not None}
+        expected = naive_contrast(q, k, temperature, batch_negatives=negatives == "both", queue=model.queue["clip"],
+                                  **optional)
         assert loss.item() == pytest.approx(expected, rel=1e-5)
         assert set(logs) == {"loss/t", "acc/t", "pos_sim/t", "neg_sim/t"}
 
@@ -78,9 +63,10 @@ def test_in_batch_contrast_matches_naive_loop_with_hard_negatives(temperature):
     model = build("coupled", temperature=temperature)
     assert model.cfg.negatives == "batch" and model.queue is None
     q, k, hard = torch.randn(5, 128), torch.randn(5, 128), torch.randn(5, 3, 128)
-    for hard_negatives in (None, hard):
-        loss = model.contrast("t", [(q, k)], {}, queue="clip", hard_negatives=hard_negatives)
-        assert loss.item() == pytest.approx(naive_contrast(q, k, temperature, hard=hard_negatives), rel=1e-5)
+    assert model.contrast("t", [(q, k)], {}, queue="clip").item() == pytest.approx(
+        naive_contrast(q, k, temperature), rel=1e-5)
+    assert model.contrast("t", [(q, k)], {}, queue="clip", hard_negatives=hard).item() == pytest.approx(
+        naive_contrast(q, k, temperature, hard_negatives=hard), rel=1e-5)
 
 
 def test_queue_only_negatives_ignore_the_other_keys_of_the_batch():
@@ -235,17 +221,37 @@ def test_invariance_weights_follow_the_formula():
 
 
 @pytest.mark.parametrize("weighting", ["uniform", "invariance", "learned"])
-def test_total_loss_is_the_weighted_sum_of_the_terms(weighting):
+def test_total_loss_equals_the_terms_assembled_from_the_definition(weighting):
+    """HDC's loss on a first step against docs/methods.md's definition, assembled here from the
+    model's embeddings with the naive InfoNCE: at each level SC contrasts (v1, v3) and TC (v1, v2)
+    with v3 as a hard negative, each the mean of both directions; the weights are 1 (uniform),
+    n iota_j / sum_m iota_m with iota_j = (1 + mean cosine of term j's positive pair) / 2
+    (invariance; the first step's EMA is the measurement), or exp(-s_j), plus s_j (learned)."""
     model = build("hdc", weighting=weighting, levels=["layer3", "layer4"])
-    loss, logs = model(model.make_views(windows_for(model), torch.Generator().manual_seed(0)))
-    terms = torch.stack([logs[f"loss/{t}"] for t in model.terms])
-    weights = torch.stack([logs[f"weight/{t}"] for t in model.terms])
-    expected = (weights * terms).sum()
+    log_variance = torch.tensor([0.5, -0.3, 0.2, 0.0])
     if weighting == "learned":
-        expected = expected + model.log_variance.sum()
-    if weighting == "uniform":
-        assert torch.equal(weights, torch.ones_like(weights))
-    torch.testing.assert_close(loss.detach(), expected)
+        with torch.no_grad():
+            model.log_variance.copy_(log_variance)
+    views = model.make_views(windows_for(model), torch.Generator().manual_seed(0))
+    loss, _ = model(views)
+    with torch.no_grad():  # training mode: the same batch statistics as the step's pass
+        z = model._encode_views(views, momentum=False)
+    terms, iota = [], []
+    for term in model.terms:
+        e = z[term]
+        if term.startswith("spatial"):
+            terms.append((naive_contrast(e["v1"], e["v3"], 0.1) + naive_contrast(e["v3"], e["v1"], 0.1)) / 2)
+            positives = e["v1"], e["v3"]
+        else:
+            hard = e["v3"][:, None]
+            terms.append((naive_contrast(e["v1"], e["v2"], 0.1, hard_negatives=hard)
+                          + naive_contrast(e["v2"], e["v1"], 0.1, hard_negatives=hard)) / 2)
+            positives = e["v1"], e["v2"]
+        iota.append((1 + F.cosine_similarity(*positives).mean().item()) / 2)
+    terms, iota = torch.tensor(terms), torch.tensor(iota)
+    weights = {"uniform": torch.ones(4), "invariance": 4 * iota / iota.sum(), "learned": torch.exp(-log_variance)}
+    expected = (weights[weighting] * terms).sum() + (log_variance.sum() if weighting == "learned" else 0)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_learned_log_variances_are_not_decayed():
