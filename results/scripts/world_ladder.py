@@ -129,7 +129,9 @@ def main() -> None:
     epochs = math.ceil(args.steps / (n_train // cfg.train.batch_size))
     cfg = load_config(REPO / "configs" / "toy" / f"{args.config}.yaml", base + [f"train.epochs={epochs}"] + args.overrides)
     started = time.perf_counter()
-    method = train(cfg, progress=False)["method"]
+    # An interrupted rung continues from its last checkpoint (its seconds then count this call only).
+    resume = any(Path(cfg.train.out_dir).glob("ckpt_*.pt"))
+    method = train(cfg, resume=resume, progress=False)["method"]
     seconds = time.perf_counter() - started
     backbone = method.backbone
     stages = tuple(backbone.stage_names[1:])
