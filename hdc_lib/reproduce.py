@@ -14,18 +14,16 @@ where it stopped, and a finished run is not trained again. On a CPU, runs train 
 per core (`--jobs`). The `full` preset also keeps a record of each finished run in
 results/full_runs/, which stands for the run on any clone that has it.
 
-Notebooks get their trained models from here too (`find_or_train`).
+Notebooks get their trained models from these runs too (hdc_lib/trained_models.py, `find_or_train`).
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
-import os
-import platform
-import shutil
-import subprocess
 import multiprocessing
+import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -33,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 
 from hdc_lib import viz
 from hdc_lib.checkpoint import load_checkpoint
@@ -42,7 +39,9 @@ from hdc_lib.data.toyworld import read_world_record
 from hdc_lib.experiment import build_dataset, build_method, load_config
 from hdc_lib.features import eval_transform
 from hdc_lib.probes import CHANCE, toy_probes
+from hdc_lib.provenance import code_commit, machine_description
 from hdc_lib.runtime import setup
+from hdc_lib.stats import difference_interval, mean_interval, verdict
 from hdc_lib.train import ConfigMismatch, train
 
 log = logging.getLogger(__name__)
@@ -198,7 +197,7 @@ def finish_run(row: str, preset: Preset, seed: int, world_dir: Path, runs_dir: P
             "probes": run_probes(cfg, model, device, preset.eval_clips),
             "curve": probe_curve(cfg, num_actions, device, preset.eval_clips, steps_per_epoch) if curve else None}
     if record is not None:
-        write_record(record, cfg, done, commit, _machine(device))
+        write_record(record, cfg, done, commit, machine_description(device))
     return done
 
 
@@ -246,81 +245,7 @@ def parallelism(device: torch.device, runs: int) -> tuple[int, int]:
     return jobs, max(1, cores // jobs)
 
 
-def _epochs(n: int) -> str:
-    return f"{n} epoch{'s' if n != 1 else ''}"
-
-
-def find_or_train(row: str, root: str | Path, short: list[str], seed: int = 0,
-                  presets: tuple[str, ...] = ("toy", "full")) -> tuple[object, torch.nn.Module]:
-    """(config, model) of `row` for a notebook: the run `hdc reproduce` trained (make demo's `toy`
-    preset first, then `full`) when it finished under `root`; otherwise a short run, trained here
-    with the config's own settings plus the `short` overrides (its world, out_dir, epochs...).
-    Says in one line which of the two it is."""
-    root = Path(root)
-    device = setup().device
-    for name in presets:
-        preset = PRESETS[name]
-        if row not in preset.rows or seed not in preset.seeds:
-            continue
-        world, runs = root / "data/toyworld", root / "runs/reproduce" / name
-        final = runs / row / f"seed{seed}" / "final.pt"
-        if not final.exists():
-            continue
-        videos = len(build_dataset(run_config(row, preset, seed, world, runs, 1), True, None))
-        steps = preset.supervised_steps if row in SUPERVISED else preset.steps
-        cfg = run_config(row, preset, seed, world, runs, epochs_for(steps, videos, preset.batch_size),
-                         curve=seed == preset.seeds[0] and preset.curve_points > 0)
-        state = load_checkpoint(final)
-        if comparable(state["config"]) == comparable(cfg.to_dict()):
-            print(f"{row}: the `hdc reproduce --preset {name}` run ({_epochs(cfg.train.epochs)}, "
-                  f"{final.parent.relative_to(root)})")
-            return cfg, load_model(cfg, state["model"], len(build_dataset(cfg, True, None).classes), device)
-    cfg = load_config(CONFIGS / f"{row}.yaml", short)
-    out = Path(cfg.train.out_dir)
-    print(f"{row}: no finished `hdc reproduce` run here (make demo trains {', '.join(PRESETS['toy'].rows)}), "
-          f"so a short run of {_epochs(cfg.train.epochs)} ({out.relative_to(root) if out.is_relative_to(root) else out})")
-    classes = len(build_dataset(cfg, True, None).classes)
-    return cfg, trained_model(cfg, classes, device, progress=False)
-
-
-# -- statistics ------------------------------------------------------------------------------------
-def mean_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and its 95% Student-t interval over seeds: mean ± t(0.975, n - 1) s / sqrt(n)."""
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2:
-        return float(x.mean()), float("nan"), float("nan")
-    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
-    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
-
-
-def difference_interval(a: list[float], b: list[float]) -> tuple[float, float, float]:
-    """mean(a) - mean(b) and its 95% Welch interval (unequal variances, Welch-Satterthwaite df)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    diff = float(a.mean() - b.mean())
-    if len(a) < 2 or len(b) < 2:
-        return diff, float("nan"), float("nan")
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return diff, diff, diff
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    half = stats.t.ppf(0.975, df) * se
-    return diff, diff - half, diff + half
-
-
-def verdict(low: float, high: float, sign: int) -> str:
-    """supported: the difference's interval lies on the claimed side of 0; not supported: on the
-    other side; inconclusive: it contains 0 (or there is one seed, so no interval)."""
-    if math.isnan(low):
-        return "inconclusive (one seed)"
-    if sign * low > 0 and sign * high > 0:
-        return "supported"
-    if sign * low < 0 and sign * high < 0:
-        return "not supported (the opposite holds)"
-    return "inconclusive (interval contains 0)"
-
-
-# (claim, row that should win, row it is compared with, metrics, +1 higher is better / -1 lower)
+# -- the claims ----------------------------------------------------------------------------------
 CLAIMS = (
     ("HDC decoupling: TC only beats coupled", "tc_only", "coupled", ("action_unbiased", "direction"), 1),
     ("HDC decoupling: HDC beats coupled", "hdc", "coupled", ("action_unbiased", "direction"), 1),
@@ -345,10 +270,10 @@ def claim_lines(per_seed: dict[str, list[dict]]) -> list[dict]:
         for metric in metrics:
             a = [s[metric] for s in per_seed[winner]]
             b = [s[metric] for s in per_seed[other]]
-            diff, low, high = difference_interval(a, b)
+            d = difference_interval(a, b)
             lines.append({"claim": text, "metric": metric, "rows": [winner, other],
                           "means": [float(np.mean(a)), float(np.mean(b))],
-                          "difference": [diff, low, high], "verdict": verdict(low, high, sign)})
+                          "difference": [d.diff, d.low, d.high], "verdict": verdict(d.low, d.high, sign)})
     return lines
 
 
@@ -369,39 +294,57 @@ def invariance_premise(runs: list[Path]) -> dict | None:
         own = [t for t in terms if t.startswith(subtask)]
         lowest, others = own[0], own[1:]
         diffs = [difference_interval([f[lowest] for f in finals], [f[o] for f in finals]) for o in others]
-        below = [verdict(lo, hi, -1) for _, lo, hi in diffs]
+        below = [verdict(d.low, d.high, -1) for d in diffs]
         premise.append({"subtask": subtask, "lowest": lowest, "against": others, "verdicts": below})
     return {"levels": levels, "premise": premise}
 
 
 # -- the reproduction ------------------------------------------------------------------------------
-def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
-              runs_dir: str | Path | None = None, results_dir: str | Path = "results",
-              figures_dir: str | Path = "figures", progress: bool = True, jobs: int | None = None) -> dict:
-    """Train (or find) every run of the preset, probe them and write the table and figures.
-    `jobs` runs train side by side (default: `parallelism`)."""
+@dataclass
+class Plan:
+    """What one call of `reproduce` does: the preset's runs (one task each, for `finish_run`) and
+    where they, their records and the world live."""
+    name: str
+    preset: Preset
+    world_dir: Path
+    runs_dir: Path
+    sources: Path                  # where each run's metrics are read from: its run folder or its record
+    num_actions: int
+    steps_per_epoch: int
+    epochs: dict[str, int]         # each row's budget in epochs of this world
+    tasks: list[dict]
+    commit: str                    # the code every run of this call trains with
+
+    def config(self, row: str, seed: int):
+        return run_config(row, self.preset, seed, self.world_dir, self.runs_dir, self.epochs.get(row, 1))
+
+
+def plan_runs(preset_name: str, world_dir: str | Path | None, runs_dir: str | Path | None,
+              results_dir: str | Path) -> Plan:
+    """Every run of the preset, seed by seed: an interrupted reproduction has every row's first
+    seed (the run notebooks load and the curves come from) before it has the other seeds'."""
     preset = PRESETS[preset_name]
-    started = time.perf_counter()
     world_dir = Path(world_dir or ("data/toyworld" if preset_name != "smoke" else "data/toyworld_smoke"))
     runs_dir = Path(runs_dir or f"runs/reproduce/{preset_name}")
-    device = setup().device
     train_set = build_dataset(run_config("coupled", preset, 0, world_dir, runs_dir, 1), True, None)
-    num_actions, train_videos = len(train_set.classes), len(train_set)
-    per_epoch = max(1, train_videos // preset.batch_size)
+    per_epoch = max(1, len(train_set) // preset.batch_size)
     epochs = {row: epochs_for(preset.supervised_steps if row in SUPERVISED else preset.steps,
-                              train_videos, preset.batch_size) for row in preset.rows}
-    first = preset.seeds[0]
-    commit = _commit()  # the code every run of this call trains with (workers import it now)
-    results = Path(results_dir)
-    # Where each run's metrics are read from: its run folder, or its committed record.
-    sources = results / f"{preset_name}_runs" if preset.records else runs_dir
-    # Seed by seed: an interrupted reproduction has every row's first seed (the run notebooks load
-    # and the curves come from) before it has the other seeds' intervals.
+                              len(train_set), preset.batch_size) for row in preset.rows}
+    sources = Path(results_dir) / f"{preset_name}_runs" if preset.records else runs_dir
+    commit = code_commit()  # taken before the workers import the code
     tasks = [dict(row=row, preset=preset, seed=seed, world_dir=world_dir, runs_dir=runs_dir,
-                  epochs=epochs[row], curve=seed == first and preset.curve_points > 0,
-                  num_actions=num_actions, steps_per_epoch=per_epoch,
+                  epochs=epochs[row], curve=seed == preset.seeds[0] and preset.curve_points > 0,
+                  num_actions=len(train_set.classes), steps_per_epoch=per_epoch,
                   record=sources / row / f"seed{seed}" if preset.records else None, commit=commit)
              for seed in preset.seeds for row in preset.rows]
+    return Plan(preset_name, preset, world_dir, runs_dir, sources, len(train_set.classes), per_epoch,
+                epochs, tasks, commit)
+
+
+def run_all(plan: Plan, device, jobs: int | None, progress: bool, started: float) -> tuple[list[dict], int, int]:
+    """Every task of the plan finished (trained, found or read from its record), in the plan's
+    order, and the (runs at once, threads each) it used: `jobs` or `parallelism`'s choice."""
+    tasks = plan.tasks
     jobs, threads = parallelism(device, len(tasks)) if jobs is None else (jobs, max(1, (os.cpu_count() or 1) // jobs))
     finished = []
     if jobs == 1:
@@ -423,7 +366,20 @@ def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
                     print(f"[{time.perf_counter() - started:6.0f}s] {done['row']} seed {done['seed']} "
                           f"finished ({done['seconds']:.0f} s)", flush=True)
     order = {(t["row"], t["seed"]): k for k, t in enumerate(tasks)}
-    finished.sort(key=lambda done: order[done["row"], done["seed"]])
+    return sorted(finished, key=lambda done: order[done["row"], done["seed"]]), jobs, threads
+
+
+def hdc_runs(plan: Plan) -> list[Path]:
+    """The HDC runs whose level invariances test HDC's premise: as many as there are seeds."""
+    return [plan.sources / row / f"seed{s}" for row in ("hdc", "hdc_rev", "hdc_uniform") if row in plan.preset.rows
+            for s in plan.preset.seeds][:len(plan.preset.seeds)]
+
+
+def summarise(plan: Plan, finished: list[dict], device, started: float, parallel: tuple[int, int]) -> dict:
+    """The report: each row's probes per seed (a randomly initialised backbone's beside them), their
+    means with intervals, the claims, HDC's premise, the probe curves, and how the call ran (its
+    time so far, `parallel` runs at once and threads each)."""
+    preset = plan.preset
     per_seed: dict[str, list[dict]] = {row: [] for row in (*preset.rows, RANDOM_INIT)}
     seconds: dict[str, list[float]] = {}
     curves = {}
@@ -432,58 +388,74 @@ def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
         seconds.setdefault(done["row"], []).append(done["seconds"])
         if done["curve"] is not None:
             curves[done["row"]] = done["curve"]
-    # The activation-map figure shows the first four rows' models of the first seed (a run that
-    # a record stands for may have been trained on another clone: then the figure is kept as is).
-    models = {}
-    for row in preset.rows[:4]:
-        final = Path(run_config(row, preset, first, world_dir, runs_dir, epochs[row]).train.out_dir) / "final.pt"
-        if final.exists():
-            models[row] = load_model(run_config(row, preset, first, world_dir, runs_dir, epochs[row]),
-                                     load_checkpoint(final)["model"], num_actions, device)
     for seed in preset.seeds:
         torch.manual_seed(seed)
-        cfg = run_config("coupled", preset, seed, world_dir, runs_dir, 1)
+        cfg = plan.config("coupled", seed)
         random_model = build_method(cfg).to(device).eval()
         per_seed[RANDOM_INIT].append(toy_probes(cfg, random_model.backbone, eval_transform(random_model),
                                                 device, preset.eval_clips))
     metrics = list(per_seed[RANDOM_INIT][0])
     table = {row: {m: mean_interval([s[m] for s in runs]) for m in metrics} for row, runs in per_seed.items()}
-    hdc_runs = [sources / row / f"seed{s}" for row in ("hdc", "hdc_rev", "hdc_uniform") if row in preset.rows
-                for s in preset.seeds][:len(preset.seeds)]
-    world = read_world_record(world_dir)
-    report = {"preset": preset_name, "seconds": round(time.perf_counter() - started, 1),
-              "world": {"version": world.get("version"), **world.get("world", {})},
-              "seeds": list(preset.seeds), "steps": {row: epochs[row] * per_epoch for row in preset.rows},
-              "epochs": epochs, "train_seconds": seconds, "num_actions": num_actions,
-              "trained_here": sum(bool(done.get("trained_here")) for done in finished), "runs": len(tasks),
-              "claims": claim_lines(per_seed), "invariance": invariance_premise(hdc_runs),
-              "table": table, "per_seed": per_seed, "curves": curves,
-              "commit": commit, "machine": _machine(device), "jobs": [jobs, threads],
-              "run_commits": sorted({json.loads((t["record"] / "record.json").read_text())["commit"]
-                                     for t in tasks}) if preset.records else None}
+    world = read_world_record(plan.world_dir)
+    return {"preset": plan.name, "seconds": round(time.perf_counter() - started, 1),
+            "world": {"version": world.get("version"), **world.get("world", {})},
+            "seeds": list(preset.seeds), "steps": {row: plan.epochs[row] * plan.steps_per_epoch for row in preset.rows},
+            "epochs": plan.epochs, "train_seconds": seconds, "num_actions": plan.num_actions,
+            "trained_here": sum(bool(done.get("trained_here")) for done in finished), "runs": len(plan.tasks),
+            "claims": claim_lines(per_seed), "invariance": invariance_premise(hdc_runs(plan)),
+            "table": table, "per_seed": per_seed, "curves": curves,
+            "commit": plan.commit, "machine": machine_description(device), "jobs": list(parallel),
+            "run_commits": sorted({json.loads((t["record"] / "record.json").read_text())["commit"]
+                                   for t in plan.tasks}) if preset.records else None}
 
-    figures, prefix = Path(figures_dir), f"{preset_name}_"
+
+def draw_figures(plan: Plan, report: dict, figures_dir: str | Path, device) -> None:
+    """figures/<preset>_*.png: the probes' bars, the probe and training curves, HDC's level weights
+    and the activation maps of the first four rows' first-seed models (those need the models: a
+    run that a record stands for may have been trained on another clone, and then the figure
+    is kept as it is)."""
+    preset, first = plan.preset, plan.preset.seeds[0]
+    figures, prefix = Path(figures_dir), f"{plan.name}_"
     chance = {**CHANCE, "fg_ratio": 1.0}  # fg_ratio 1: no preference for the mover
-    viz.ablation_bars(table, HEADLINE, chance, path=figures / f"{prefix}ablation.png")
-    if curves:
-        viz.probe_curves(curves, CURVE_METRICS, chance, path=figures / f"{prefix}probe_curves.png")
-    viz.training_curves({row: sources / row / f"seed{first}" for row in preset.rows if row not in SUPERVISED},
+    viz.ablation_bars(report["table"], HEADLINE, chance, path=figures / f"{prefix}ablation.png")
+    if report["curves"]:
+        viz.probe_curves(report["curves"], CURVE_METRICS, chance, path=figures / f"{prefix}probe_curves.png")
+    viz.training_curves({row: plan.sources / row / f"seed{first}" for row in preset.rows if row not in SUPERVISED},
                         path=figures / f"{prefix}training_curves.png")
-    if hdc_runs:
-        viz.level_weights(hdc_runs[0], path=figures / f"{prefix}level_weights.png")
-    if len(models) == len(preset.rows[:4]):
-        panel_cfg = run_config("coupled", preset, 0, world_dir, runs_dir, 1)
-        panel_set = build_dataset(panel_cfg, False, None)
-        panel_set.clip_sampler = UniformClipSampler(panel_cfg.model.clip_frames, panel_cfg.model.clip_stride, 1)
-        picks = torch.linspace(0, len(panel_set) - 1, 4).round().long().tolist()
-        clips = torch.stack([panel_set[i]["video"][0] for i in picks])
-        viz.activation_panels(models, clips, device, path=figures / f"{prefix}activation_maps.png")
-    else:
+    if runs := hdc_runs(plan):
+        viz.level_weights(runs[0], path=figures / f"{prefix}level_weights.png")
+    models = {}
+    for row in preset.rows[:4]:
+        cfg = plan.config(row, first)
+        if (final := Path(cfg.train.out_dir) / "final.pt").exists():
+            models[row] = load_model(cfg, load_checkpoint(final)["model"], plan.num_actions, device)
+    if len(models) < len(preset.rows[:4]):
         log.warning("activation maps not redrawn: the first seed's models of %s were trained elsewhere",
                     ", ".join(sorted(set(preset.rows[:4]) - set(models))))
+        return
+    panel_cfg = plan.config("coupled", 0)
+    panel_set = build_dataset(panel_cfg, False, None)
+    panel_set.clip_sampler = UniformClipSampler(panel_cfg.model.clip_frames, panel_cfg.model.clip_stride, 1)
+    picks = torch.linspace(0, len(panel_set) - 1, 4).round().long().tolist()
+    clips = torch.stack([panel_set[i]["video"][0] for i in picks])
+    viz.activation_panels(models, clips, device, path=figures / f"{prefix}activation_maps.png")
+
+
+def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
+              runs_dir: str | Path | None = None, results_dir: str | Path = "results",
+              figures_dir: str | Path = "figures", progress: bool = True, jobs: int | None = None) -> dict:
+    """Train (or find) every run of the preset, probe them and write the table and figures.
+    `jobs` runs train side by side (default: `parallelism`)."""
+    started = time.perf_counter()
+    device = setup().device
+    plan = plan_runs(preset_name, world_dir, runs_dir, results_dir)
+    finished, jobs, threads = run_all(plan, device, jobs, progress, started)
+    report = summarise(plan, finished, device, started, (jobs, threads))
+    draw_figures(plan, report, figures_dir, device)
+    results = Path(results_dir)
     results.mkdir(parents=True, exist_ok=True)
-    (results / f"{prefix}ablation.json").write_text(json.dumps(report, indent=1) + "\n")
-    (results / f"{prefix}ablation.md").write_text(markdown_report(report))
+    (results / f"{preset_name}_ablation.json").write_text(json.dumps(report, indent=1) + "\n")
+    (results / f"{preset_name}_ablation.md").write_text(markdown_report(report))
     if progress:
         print(markdown_report(report))
     return report
@@ -566,19 +538,3 @@ def _trained(report: dict) -> str:
 
 def _hours(report: dict) -> str:
     return f"{sum(sum(s) for s in report['train_seconds'].values()) / 3600:.1f} h"
-
-
-def _commit() -> str:
-    """The commit the run used, marked "+changes" when the work tree differed from it."""
-    def git(*args):
-        return subprocess.run(["git", *args], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    try:
-        return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--", "hdc_lib", "configs") else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _machine(device) -> str:
-    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} threads, "
-            f"device {device}, torch {torch.__version__}")

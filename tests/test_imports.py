@@ -19,7 +19,8 @@ ORDER = [
     "hdc_lib.losses", "hdc_lib.moco", "hdc_lib.contrastive", "hdc_lib.coupled", "hdc_lib.hdc",
     "hdc_lib.dclr", "hdc_lib.supervised",
     "hdc_lib.experiment", "hdc_lib.checkpoint", "hdc_lib.runtime", "hdc_lib.features", "hdc_lib.train",
-    "hdc_lib.evaluate", "hdc_lib.probes", "hdc_lib.viz", "hdc_lib.reproduce", "hdc_lib.bench",
+    "hdc_lib.evaluate", "hdc_lib.probes", "hdc_lib.viz", "hdc_lib.stats", "hdc_lib.provenance",
+    "hdc_lib.reproduce", "hdc_lib.trained_models", "hdc_lib.bench",
     "hdc_lib.cli", "hdc_lib.__main__",
 ]
 

@@ -1,38 +1,9 @@
-"""The reproduction pipeline end to end at smoke size (every row, probe, claim and figure), and its
-statistics against direct computations."""
+"""The reproduction pipeline end to end at smoke size (every row, probe, claim and figure); its
+statistics are tested in test_stats.py."""
 import json
-import math
-
-import numpy as np
-import pytest
-from scipy import stats
 
 from hdc_lib.data.toyworld import read_world_record
-from hdc_lib.reproduce import (CLAIMS, HEADLINE, PRESETS, RANDOM_INIT, difference_interval, epochs_for,
-                               mean_interval, reproduce, verdict)
-
-
-def test_mean_interval_is_the_student_t_interval():
-    values = [0.2, 0.35, 0.3]
-    mean, low, high = mean_interval(values)
-    s = np.std(values, ddof=1)
-    assert mean == pytest.approx(np.mean(values))
-    assert high - mean == pytest.approx(stats.t.ppf(0.975, 2) * s / math.sqrt(3))  # 4.303 s / sqrt(3)
-    assert mean - low == pytest.approx(high - mean)
-    assert math.isnan(mean_interval([0.4])[1])  # one seed: no interval
-
-
-def test_difference_interval_is_welchs_and_decides_the_verdict():
-    a, b = [0.6, 0.62, 0.64], [0.3, 0.35, 0.25]
-    diff, low, high = difference_interval(a, b)
-    va, vb = np.var(a, ddof=1) / 3, np.var(b, ddof=1) / 3
-    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
-    assert diff == pytest.approx(0.62 - 0.30)
-    assert high - diff == pytest.approx(stats.t.ppf(0.975, df) * math.sqrt(va + vb))
-    assert verdict(low, high, +1) == "supported"
-    assert verdict(low, high, -1).startswith("not supported")
-    _, low, high = difference_interval([0.3, 0.5, 0.4], [0.35, 0.45, 0.3])
-    assert verdict(low, high, +1).startswith("inconclusive")
+from hdc_lib.reproduce import CLAIMS, HEADLINE, PRESETS, RANDOM_INIT, epochs_for, reproduce
 
 
 def test_budgets_are_steps_and_every_self_supervised_row_shares_one():
@@ -124,8 +95,9 @@ def test_find_or_train_loads_the_reproductions_run_or_trains_a_short_one(tmp_pat
     import torch
 
     from hdc_lib.checkpoint import load_checkpoint
-    from hdc_lib.reproduce import find_or_train, run_config
+    from hdc_lib.reproduce import run_config
     from hdc_lib.train import train
+    from hdc_lib.trained_models import find_or_train
 
     preset = dataclasses.replace(PRESETS["smoke"], rows=("coupled",))
     monkeypatch.setitem(PRESETS, "tiny", preset)

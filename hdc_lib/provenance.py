@@ -1,0 +1,28 @@
+"""Where a result came from: the commit of the code that produced it and the machine it ran on,
+written beside every number the project keeps (records, reports, shipped weights)."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+
+def code_commit() -> str:
+    """The commit the code is at, marked "+changes" when hdc_lib/ or configs/ differ from it
+    (other edits do not change what a run computes)."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    try:
+        return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--", "hdc_lib", "configs") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine_description(device: torch.device | str) -> str:
+    """The processor architecture, cores, torch's threads, the device and the torch version."""
+    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} threads, "
+            f"device {device}, torch {torch.__version__}")
