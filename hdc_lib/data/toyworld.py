@@ -28,8 +28,8 @@ On disk (the UCF101 layout, so the UCF101 reader reads it unchanged):
 
 Everything is a pure function of the `ToyWorld` arguments: `draw_factors` draws the factor table
 (cheap, no pixels), `render_video` turns one row into frames and a mask (numpy, vectorised over
-frames). `hdc_lib.supervised.calibrate` checks that the world is learnable and biased
-(docs/data.md, "Calibration").
+frames). The reproduction's supervised rows check that the world is learnable and that one frame
+is not enough (docs/data.md, "Calibration").
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ SCENES = ("astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochem
           "hubble_deep_field", "coins")
 NUM_OBJECTS = 10  # the ten digit classes
 
-# Geometry, in pixels of a 64-pixel frame (scaled with `size`), calibrated (`hdc_lib.supervised.calibrate`) so that
+# Geometry, in pixels of a 64-pixel frame (scaled with `size`), calibrated (docs/data.md, "Calibration") so that
 # motion survives the training clips (8 frames at stride 2, random resized crops to 32x32): objects
 # that crops rarely cut out and enough displacement per clip (docs/data.md, "An earlier prototype");
 # yet not so large, fast and opaque that motion is trivially easy and the scene shortcut vanishes
