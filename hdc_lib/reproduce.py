@@ -41,7 +41,7 @@ from hdc_lib.features import eval_transform
 from hdc_lib.probes import CHANCE, toy_probes
 from hdc_lib.provenance import code_commit, machine_description
 from hdc_lib.runtime import setup
-from hdc_lib.stats import difference_interval, mean_interval, verdict
+from hdc_lib.stats import ALPHA, DELTA, difference_interval, holm, mean_interval, verdict
 from hdc_lib.train import ConfigMismatch, train
 
 log = logging.getLogger(__name__)
@@ -262,18 +262,21 @@ CLAIMS = (
 
 
 def claim_lines(per_seed: dict[str, list[dict]]) -> list[dict]:
-    """Every claim whose two rows ran: each metric's difference, its interval and the verdict."""
-    lines = []
+    """Every claim whose two rows ran: each metric's difference, its interval, its p-value, the
+    p-value after Holm's correction over all these lines, and the verdict."""
+    lines, tests = [], []
     for text, winner, other, metrics, sign in CLAIMS:
         if not (per_seed.get(winner) and per_seed.get(other)):
             continue
         for metric in metrics:
             a = [s[metric] for s in per_seed[winner]]
             b = [s[metric] for s in per_seed[other]]
-            d = difference_interval(a, b)
+            tests.append((difference_interval(a, b), sign))
             lines.append({"claim": text, "metric": metric, "rows": [winner, other],
-                          "means": [float(np.mean(a)), float(np.mean(b))],
-                          "difference": [d.diff, d.low, d.high], "verdict": verdict(d.low, d.high, sign)})
+                          "means": [float(np.mean(a)), float(np.mean(b))]})
+    for line, (d, sign), p_holm in zip(lines, tests, holm([d.p_value for d, _ in tests])):
+        line.update({"difference": [d.diff, d.low, d.high], "p_value": d.p_value, "p_holm": p_holm,
+                     "verdict": verdict(d, sign, p_holm)})
     return lines
 
 
@@ -294,7 +297,9 @@ def invariance_premise(runs: list[Path]) -> dict | None:
         own = [t for t in terms if t.startswith(subtask)]
         lowest, others = own[0], own[1:]
         diffs = [difference_interval([f[lowest] for f in finals], [f[o] for f in finals]) for o in others]
-        below = [verdict(d.low, d.high, -1) for d in diffs]
+        # Not among the claim lines Holm's correction is over (raw p-values), and invariances are
+        # cosines near 1, not probe accuracies: DELTA's scale does not apply to them.
+        below = [verdict(d, -1, d.p_value, delta=0.0) for d in diffs]
         premise.append({"subtask": subtask, "lowest": lowest, "against": others, "verdicts": below})
     return {"levels": levels, "premise": premise}
 
@@ -486,12 +491,15 @@ def markdown_report(report: dict) -> str:
              "scored on the test split; fg_ratio is the activation mass on the moving object over its "
              f"area (1 = no preference). Chance for action and scene is {1 / report['num_actions']:.3f}, "
              "for object 0.1.", "", "## The claims", "",
-             "Each line: the difference of the two rows' means with its 95% Welch interval; supported "
-             "when the interval lies on the claimed side of 0, not supported when it lies on the "
-             "other side, inconclusive when it contains 0.", ""]
+             "Each line: the difference of the two rows' means with its 95% Welch interval and its "
+             f"p-value, raw and after Holm's correction over this table's {len(report['claims'])} claim "
+             f"lines. Supported when the corrected p-value is below {ALPHA} and the difference lies on "
+             "the claimed side of 0; not supported when it lies on the other side; otherwise "
+             f"\"no difference larger than {DELTA}\" when the interval lies inside ±{DELTA}, else \"too "
+             "few seeds to tell\".", ""]
     for c in report["claims"]:
         diff, low, high = c["difference"]
-        interval = "" if math.isnan(low) else f" [{low:+.3f}, {high:+.3f}]"
+        interval = "" if math.isnan(low) else f" [{low:+.3f}, {high:+.3f}], p {c['p_value']:.3g} (Holm {c['p_holm']:.3g})"
         lines.append(f"- **{c['claim']}** ({c['metric']}): {c['rows'][0]} {c['means'][0]:.3f} vs "
                      f"{c['rows'][1]} {c['means'][1]:.3f}, difference {diff:+.3f}{interval}: **{c['verdict']}**.")
     if report["invariance"]:

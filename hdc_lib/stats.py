@@ -1,5 +1,6 @@
-"""The statistics of the reproduction's tables: a row's mean over seeds with its interval, and the
-difference of two rows with its Welch interval and p-value, and the verdict a claim gets from it.
+"""The statistics of the reproduction's tables: a row's mean over seeds with its interval, the
+difference of two rows with its Welch interval and p-value, Holm's correction over a table's claims,
+and the verdict a claim gets from them.
 
 Seeds are few (3), so every interval is a Student-t one; two rows' seeds are independent runs with
 their own spread, so their difference uses Welch's unequal-variance test (scipy's `ttest_ind`,
@@ -47,13 +48,34 @@ def difference_interval(a: list[float], b: list[float]) -> Difference:
     return Difference(diff, float(interval.low), float(interval.high), float(test.pvalue))
 
 
-def verdict(low: float, high: float, sign: int) -> str:
-    """supported: the difference's interval lies on the claimed side of 0; not supported: on the
-    other side; inconclusive: it contains 0 (or there is one seed, so no interval)."""
-    if math.isnan(low):
+# A claim is decided at this level after Holm's correction over the preset's claim lines.
+ALPHA = 0.05
+# Differences in a probe's accuracy (or fg_ratio) below this are too small to matter here: an
+# interval inside ±DELTA says the two rows do the same, not that there are too few seeds.
+DELTA = 0.05
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given; a NaN (a line with one seed, so no
+    test) stays NaN and is not counted. With the m p-values sorted, p(1) <= ... <= p(m), the k-th
+    adjusted one is max over j <= k of min(1, (m - j + 1) p(j)); comparing these with alpha keeps the
+    chance of one or more false verdicts among the m lines below alpha."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted, running = [float("nan")] * len(p_values), 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def verdict(d: Difference, sign: int, p_adjusted: float, delta: float = DELTA) -> str:
+    """supported: the difference lies on the claimed side of 0 at the (Holm-adjusted) level ALPHA;
+    not supported: it lies on the other side; otherwise inconclusive, either because the interval
+    lies inside ±delta (no difference worth the name) or because it is too wide to tell."""
+    if math.isnan(d.low):
         return "inconclusive (one seed)"
-    if sign * low > 0 and sign * high > 0:
-        return "supported"
-    if sign * low < 0 and sign * high < 0:
-        return "not supported (the opposite holds)"
-    return "inconclusive (interval contains 0)"
+    if p_adjusted < ALPHA:
+        return "supported" if sign * d.diff > 0 else "not supported (the opposite holds)"
+    if -delta < d.low and d.high < delta:
+        return f"no difference larger than {delta}"
+    return f"too few seeds to tell (interval [{d.low:+.3f}, {d.high:+.3f}])"

@@ -3,7 +3,9 @@ statistics are tested in test_stats.py."""
 import json
 
 from hdc_lib.data.toyworld import read_world_record
-from hdc_lib.reproduce import CLAIMS, HEADLINE, PRESETS, RANDOM_INIT, epochs_for, reproduce
+import pytest
+
+from hdc_lib.reproduce import CLAIMS, HEADLINE, PRESETS, RANDOM_INIT, claim_lines, epochs_for, reproduce
 
 
 def test_budgets_are_steps_and_every_self_supervised_row_shares_one():
@@ -12,6 +14,21 @@ def test_budgets_are_steps_and_every_self_supervised_row_shares_one():
     for preset in PRESETS.values():
         claimed = {row for _, winner, other, _, _ in CLAIMS for row in (winner, other)}
         assert claimed & set(preset.rows), preset
+
+
+def test_claim_lines_are_decided_after_holms_correction_over_all_of_them():
+    """Two lines, each significant alone (p 0.038 and 0.031, intervals above 0), are not after
+    Holm's correction over both (0.031 x 2 = 0.062): too few seeds to tell, intervals shown."""
+    tc_only = {"action_unbiased": [0.52, 0.56, 0.60], "direction": [0.53, 0.56, 0.59]}
+    coupled = {"action_unbiased": [0.42, 0.46, 0.50], "direction": [0.45, 0.48, 0.51]}
+    per_seed = {row: [{m: v[k] for m, v in values.items()} for k in range(3)]
+                for row, values in (("tc_only", tc_only), ("coupled", coupled))}
+    lines = claim_lines(per_seed)
+    assert [line["metric"] for line in lines] == ["action_unbiased", "direction"]
+    assert [line["p_value"] for line in lines] == pytest.approx([0.0376, 0.0309], abs=1e-4)
+    assert all(line["difference"][1] > 0 for line in lines)
+    assert [line["p_holm"] for line in lines] == pytest.approx([0.0618, 0.0618], abs=1e-4)
+    assert all(line["verdict"].startswith("too few seeds to tell (interval [+0.0") for line in lines)
 
 
 def test_smoke_reproduction_writes_the_claims_table_and_figures(tmp_path):
