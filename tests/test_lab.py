@@ -121,8 +121,19 @@ def test_the_lab_loads_the_widget_manager(lab_server):
     assert status == 200 and "javascript" in content_type and code
 
 
-def test_the_token_is_required(lab_server):
-    base, _ = lab_server
-    with pytest.raises(urllib.error.HTTPError) as error:
-        get(f"{base}/api/contents", "not-the-token")
-    assert error.value.code == 403
+def test_make_lab_serves_the_notebooks_with_a_kernel_that_imports_this_checkout():
+    """`make lab` runs the venv's JupyterLab on notebooks/, with --allow-root exactly when run as
+    root (Jupyter refuses root without it). Its kernels run the server's own interpreter (Jupyter
+    replaces a kernelspec's "python" with it: the one in the jupyter script's #! line), which must
+    import hdc_lib from this checkout, or the notebooks would document another copy of the library."""
+    jupyter = REPO / ".venv" / "bin" / "jupyter"
+    if not jupyter.exists():
+        pytest.skip("no .venv here: `make lab` builds it")
+    dry_run = subprocess.run(["make", "-n", "lab"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    command = dry_run.splitlines()[-1].split()
+    assert command[:3] == [".venv/bin/jupyter", "lab", "notebooks"], dry_run
+    assert ("--allow-root" in command) == (os.geteuid() == 0), dry_run
+    interpreter = jupyter.read_text().splitlines()[0].removeprefix("#!").strip()
+    found = subprocess.run([interpreter, "-c", "import hdc_lib; print(hdc_lib.__file__)"], cwd=NOTEBOOKS,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(found).resolve() == (REPO / "hdc_lib" / "__init__.py").resolve()
