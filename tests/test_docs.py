@@ -116,3 +116,38 @@ def test_github_anchor_matches_githubs_rule():
     assert github_anchor("HDC (our reading)") == "hdc-our-reading"
     assert github_anchor("DCLR official code: bugs fixed") == "dclr-official-code-bugs-fixed"
     assert github_anchor("Toy-world probes") == "toy-world-probes"
+
+
+def test_the_defaults_docs_methods_states_are_the_codes():
+    """docs/methods.md states defaults in sentences; each is built here from the dataclass (or
+    preset) it describes, so changing a default without the docs (or the docs alone) fails."""
+    from hdc_lib.augment import AugmentConfig
+    from hdc_lib.contrastive import ContrastConfig
+    from hdc_lib.experiment import OptimConfig, TrainConfig
+    from hdc_lib.reproduce import PRESETS
+
+    contrast, paper, optim, train = ContrastConfig(), AugmentConfig(), OptimConfig(), TrainConfig()
+    toy = contrast.augment
+    lo, hi = contrast.window_offset
+    scientific = f"{optim.lr:.0e}".replace("e-0", "e-")  # 2e-3
+    stated = [
+        f"`model.window_offset` defaults to `[{lo}, {hi}]` (the toy setting): the two windows start {lo}-{hi} frames",
+        f"the channel shuffle is {paper.channel_shuffle_p:g} in the paper setting (`AugmentConfig`) and "
+        f"{toy.channel_shuffle_p:g} in the toy setting",
+        f"{paper.size} px crops of area scale {paper.scale[0]:g}-{paper.scale[1]:g}",
+        f"flip {paper.flip_p:g}, jitter ({paper.brightness:g}, {paper.contrast:g}, {paper.saturation:g}, "
+        f"{paper.hue:g}) with probability {paper.jitter_p:g}, grayscale {paper.gray_p:g}, blur {paper.blur_p:g}",
+        f"Toy setting (`ClipModelConfig` defaults): {toy.size} px crops of area scale {toy.scale[0]:g}-{toy.scale[1]:g}",
+        f"{contrast.clip_frames}-frame clips at stride {contrast.clip_stride} cropped to {toy.size} px",
+        f"temperature {contrast.temperature:g}",
+        f"`m` = {contrast.momentum:g}",
+        f"with lr {scientific}, weight decay {optim.weight_decay:g} and a {optim.schedule} schedule, batch "
+        f"{train.batch_size}, {train.epochs} epochs",
+        f"`hdc reproduce --preset toy` trains every row, supervised ones included, for {PRESETS['toy'].steps} "
+        f"optimiser steps",
+        f"`--preset full` for {PRESETS['full'].steps} optimiser steps",
+    ]
+    assert PRESETS["toy"].supervised_steps == PRESETS["toy"].steps  # "supervised ones included"
+    text = " ".join((DOCS / "methods.md").read_text(encoding="utf-8").split())
+    missing = [sentence for sentence in stated if sentence not in text]
+    assert not missing, "docs/methods.md no longer states these defaults:\n" + "\n".join(missing)
