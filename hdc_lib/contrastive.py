@@ -152,9 +152,15 @@ class ContrastiveMethod(nn.Module):
     def momentum_keys(self, encode: Callable[..., dict], *clips: torch.Tensor) -> dict:
         """`encode(*clips)` -> {name: (B, ...)}, the method's key pass by the momentum encoder, run
         with shuffle BN when `shuffle_bn_groups` > 0 (each clip (B, ...) is one view of the B
-        videos; see `moco.shuffle_bn_forward`), else on the whole batch at once. No gradient."""
+        videos; see `moco.shuffle_bn_forward`), else on the whole batch at once. No gradient.
+
+        Shuffle BN draws its permutation from the method's `key_shuffle_generator` when the
+        training loop has set one (train.py sets its per-step generator, which every checkpoint
+        saves, so a resumed run draws the same permutations on CPU and CUDA), else from torch's
+        global generator (a method used outside the loop)."""
         if self.cfg.shuffle_bn_groups:
-            return shuffle_bn_forward(encode, clips, self.cfg.shuffle_bn_groups)
+            return shuffle_bn_forward(encode, clips, self.cfg.shuffle_bn_groups,
+                                      getattr(self, "key_shuffle_generator", None))
         return encode(*clips)
 
     @torch.no_grad()

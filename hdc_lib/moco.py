@@ -48,7 +48,7 @@ def gather_from_all_ranks(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def batch_shuffle(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def batch_shuffle(*tensors: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
     """Permute the batch so BatchNorm statistics of the key pass cannot leak which key matches which
     query (MoCo's shuffle BN). Returns ``(*shuffled, restore_index)``.
 
@@ -57,10 +57,15 @@ def batch_shuffle(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     permutation of the batch. DDP: the global batch is gathered, permuted with a permutation drawn
     on rank 0 and broadcast, and each rank keeps its slice, so a rank's BatchNorm sees samples of
     other ranks. ``restore_index`` (global batch,) undoes it in ``batch_unshuffle``. No gradient.
+    The permutation is drawn from ``generator`` (on any device) when one is given, so a training
+    run that saves the generator's state draws the same permutations after a resume; else from
+    torch's global generator.
     """
     world_size, rank = _world()
     gathered = [gather_from_all_ranks(t) for t in tensors]
-    permutation = torch.randperm(gathered[0].shape[0], device=gathered[0].device)
+    draw_device = generator.device if generator is not None else gathered[0].device
+    permutation = torch.randperm(gathered[0].shape[0], generator=generator,
+                                 device=draw_device).to(gathered[0].device)
     if world_size > 1:
         dist.broadcast(permutation, src=0)
     this_rank = permutation.view(world_size, -1)[rank]
@@ -75,7 +80,8 @@ def batch_unshuffle(tensor: torch.Tensor, restore_index: torch.Tensor) -> torch.
 
 
 @torch.no_grad()
-def shuffle_bn_forward(encode: Callable[..., dict], tensors: Sequence[torch.Tensor], groups: int) -> dict:
+def shuffle_bn_forward(encode: Callable[..., dict], tensors: Sequence[torch.Tensor], groups: int,
+                       generator: torch.Generator | None = None) -> dict:
     """``encode(*tensors)`` with shuffle BN: on a permutation of the global batch, in ``groups``
     sub-batches that each get their own BatchNorm statistics. No gradient.
 
@@ -85,12 +91,12 @@ def shuffle_bn_forward(encode: Callable[..., dict], tensors: Sequence[torch.Tens
     group, so each call's BatchNorm (train mode, as MoCo's key encoder) sees only that group.
     Returns {name: (B, ...)} in this rank's original order. ``groups`` counts the groups of the
     global batch: a multiple of the world size (each rank runs groups / world_size of them) that
-    divides the global batch.
+    divides the global batch. ``generator``: where the permutation is drawn (``batch_shuffle``).
     """
     world_size, _ = _world()
     if groups < 1 or groups % world_size:
         raise ValueError(f"moco.py: shuffle_bn_groups={groups} must be a positive multiple of the {world_size} ranks")
-    *shuffled, restore = batch_shuffle(*tensors)
+    *shuffled, restore = batch_shuffle(*tensors, generator=generator)
     local_groups = groups // world_size
     videos = shuffled[0].shape[0]
     if videos % local_groups:

@@ -96,6 +96,29 @@ def test_single_process_shuffle_round_trips():
     assert gather_from_all_ranks(x) is not x and torch.equal(gather_from_all_ranks(x), x)
 
 
+def test_a_shuffle_draws_its_permutation_from_the_given_generator_only():
+    """Training passes its per-step generator (saved in checkpoints): the permutation is that
+    generator's randperm, and torch's global generator, which a resume restores at another point,
+    is not read."""
+    x = torch.arange(12.0).unsqueeze(1)
+    generator = torch.Generator().manual_seed(7)
+    expected = torch.randperm(12, generator=torch.Generator().manual_seed(7))
+    global_state = torch.get_rng_state()
+    shuffled, restore = batch_shuffle(x, generator=generator)
+    assert torch.equal(torch.get_rng_state(), global_state)
+    assert torch.equal(shuffled[:, 0], expected.float()) and torch.equal(restore, torch.argsort(expected))
+    assert not torch.equal(generator.get_state(), torch.Generator().manual_seed(7).get_state())  # it drew
+
+    def centred(t):  # like BatchNorm, the output of a row depends on the group it runs in
+        return {"z": t - t.mean(0)}
+
+    torch.manual_seed(0)
+    first = shuffle_bn_forward(centred, [x], 2, torch.Generator().manual_seed(3))["z"]
+    torch.manual_seed(1)  # another global state, the same generator: the same groups
+    assert torch.equal(first, shuffle_bn_forward(centred, [x], 2, torch.Generator().manual_seed(3))["z"])
+    assert not torch.equal(first, shuffle_bn_forward(centred, [x], 2, torch.Generator().manual_seed(4))["z"])
+
+
 def bn_encoder():
     """A key encoder whose outputs depend on its batch: Linear -> BatchNorm (train mode)."""
     torch.manual_seed(0)
