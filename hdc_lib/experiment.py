@@ -97,6 +97,9 @@ class TrainConfig:
     out_dir: str = "runs/default"
     init_backbone: str | None = None       # a checkpoint whose backbone starts this run (fine-tuning)
     tensorboard: bool = False
+    # Stop after this many optimiser steps in all (a smoke run of a preset: its epochs, schedule
+    # and data stay as configured); None: train every epoch.
+    max_steps: int | None = None
 
 
 @dataclass
@@ -173,6 +176,9 @@ def run_config_from_dict(raw: dict) -> RunConfig:
         if getattr(cfg.train, key) < least:
             raise ConfigError(f"train.{key} must be >= {least}, got {getattr(cfg.train, key)}",
                               key=f"train.{key}")
+    if cfg.train.max_steps is not None and cfg.train.max_steps < 1:
+        raise ConfigError(f"train.max_steps must be >= 1 (or null), got {cfg.train.max_steps}",
+                          key="train.max_steps")
     if cfg.data.workers < 0:
         raise ConfigError(f"data.workers must be >= 0, got {cfg.data.workers}", key="data.workers")
     queue = getattr(cfg.model, "queue_size", 0)

@@ -3,12 +3,14 @@
 `setup` is the first thing a command that trains or evaluates calls: under torchrun (RANK and
 WORLD_SIZE set) it joins the process group (NCCL on CUDA, gloo on CPU); it picks the device (CUDA
 if present, else CPU) and makes glibc keep freed memory. Nothing here knows about methods or data,
-so training, evaluation and the reproduction all start from it.
+so training, evaluation and the reproduction all start from it. `progress_bar` decides where a
+progress bar may be drawn: on a terminal only.
 """
 from __future__ import annotations
 
 import ctypes
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -64,3 +66,11 @@ def setup(device: str = "auto") -> Context:
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     return Context(rank=rank, world_size=world_size, device=dev)
+
+
+def progress_bar(enabled: bool, **options):
+    """A tqdm bar (on stderr) when `enabled` and stderr is a terminal; else a silent one that
+    still counts. A bar written to a file (a cluster job's log) is a stream of carriage returns,
+    so there the plain lines of training and evaluation report progress instead."""
+    from tqdm.auto import tqdm
+    return tqdm(disable=not (enabled and sys.stderr.isatty()), leave=False, dynamic_ncols=True, **options)

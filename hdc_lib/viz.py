@@ -8,7 +8,6 @@ notebook can draw them its own way (e.g. in a widget).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Rectangle
 
 from hdc_lib.dclr import activation_map
+from hdc_lib.train import read_metrics  # a run's records; the notebooks import it from here
 
 DPI = 100  # figures are read on screens and in the README: 100 dpi or more
 
@@ -27,12 +27,6 @@ def _save(fig: Figure, path: str | Path | None) -> Figure:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=DPI, bbox_inches="tight")
     return fig
-
-
-def read_metrics(run_dir: str | Path, kind: str) -> list[dict]:
-    """The `kind` ("step" or "epoch") records of a run's metrics.jsonl."""
-    path = Path(run_dir) / "metrics.jsonl"
-    return [r for r in map(json.loads, path.read_text().splitlines()) if r["kind"] == kind]
 
 
 def ablation_bars(table: dict[str, dict[str, tuple[float, float, float]]], metrics: tuple[str, ...],
@@ -90,12 +84,12 @@ def training_curves(runs: dict[str, str | Path], path=None) -> Figure:
     fig = Figure(figsize=(9 if with_knn else 5, 3.4))
     loss_ax = fig.add_subplot(1, 2 if with_knn else 1, 1)
     for name, epochs in records.items():
-        loss_ax.plot([r["epoch"] + 1 for r in epochs], [r["loss/total"] for r in epochs], label=name, **styles[name])
+        loss_ax.plot([r["epoch"] for r in epochs], [r["loss/total"] for r in epochs], label=name, **styles[name])
     loss_ax.set(xlabel="epoch", ylabel="training loss", title="loss")
     if with_knn:
         knn_ax = fig.add_subplot(1, 2, 2)
         for name, epochs in records.items():
-            knn_ax.plot([r["epoch"] + 1 for r in epochs if "knn_acc" in r],
+            knn_ax.plot([r["epoch"] for r in epochs if "knn_acc" in r],
                         [r["knn_acc"] for r in epochs if "knn_acc" in r], label=name, **styles[name])
         knn_ax.set(xlabel="epoch", ylabel="kNN action accuracy", title="kNN monitor (test split)")
     fig.axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))

@@ -2,7 +2,10 @@
 
 Each test runs the same toy config three ways and compares the ends: an uninterrupted reference
 (running alongside), and a run interrupted twice and resumed with --resume after each
-interruption. SIGKILL gives no warning, so the run resumes from its last epoch checkpoint and
+interruption. The SIGTERM / Ctrl-C test runs preset-shaped configs: a MoCo queue with shuffle BN
+(coupled), DCLR with its cross-video search over the queue, and HDC with three levels, each with a
+queue and shuffle BN, whose random streams (shuffle BN's permutations included) a resume must
+continue exactly. SIGKILL gives no warning, so the run resumes from its last epoch checkpoint and
 redoes the steps after it (and before the last resume its newest checkpoint is cut short, which
 must be refused and the previous one used); SIGTERM and SIGINT (Ctrl-C) make it write a checkpoint
 at the next step boundary and exit with code 130. Either way the final weights and every logged metric (except the
@@ -17,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from hdc_lib.checkpoint import list_checkpoints, load_checkpoint
@@ -24,13 +28,19 @@ from hdc_lib.checkpoint import list_checkpoints, load_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/toy/coupled.yaml"
 EPOCHS, STEPS_PER_EPOCH = 4, 3  # the tiny world's 24 training videos in batches of 8
-TIMINGS = {"clips_per_s", "seconds"}
+TIMINGS = {"clips_per_s", "seconds", "data_wait"}
+# The paper presets' machinery at the tiny world's scale: a queue of two global batches, the key
+# pass in two shuffled BatchNorm groups; DCLR's cross-video search reads the queue once it is full.
+QUEUE = ["model.queue_size=16", "model.shuffle_bn_groups=2"]
+PRESET_SHAPED = {"coupled_queue_shuffle_bn": ("configs/toy/coupled.yaml", QUEUE),
+                 "dclr_cross_video": ("configs/toy/dclr.yaml", [*QUEUE, "model.cross_video=true", "model.topk=2"]),
+                 "hdc_three_levels": ("configs/toy/hdc.yaml", QUEUE)}
 
 
-def start_run(overrides: list[str], out: Path, log_name: str,
-              resume: bool = False) -> subprocess.Popen:
-    """`python -m hdc_lib pretrain` on the toy config in the background, logging to a file."""
-    command = [sys.executable, "-m", "hdc_lib", "pretrain", "--config", CONFIG, "--no-progress",
+def start_run(overrides: list[str], out: Path, log_name: str, resume: bool = False,
+              config: str = CONFIG) -> subprocess.Popen:
+    """`python -m hdc_lib pretrain` on a toy config in the background, logging to a file."""
+    command = [sys.executable, "-m", "hdc_lib", "pretrain", "--config", config, "--no-progress",
                *(["--resume"] if resume else []), *overrides, f"train.out_dir={out}",
                f"train.epochs={EPOCHS}", "train.checkpoint_every=1"]
     # One thread each: the reference and the interrupted run share the two cores evenly.
@@ -114,22 +124,27 @@ def test_sigkill_twice_then_resume_ends_identical_to_an_uninterrupted_run(tiny_o
     assert_same_end(out, tmp_path / "reference")
 
 
-def test_sigterm_and_ctrl_c_checkpoint_exit_130_and_resume_identically(tiny_overrides, tmp_path):
-    reference = start_run(tiny_overrides, tmp_path / "reference", "reference")
+@pytest.mark.parametrize("shape", PRESET_SHAPED)
+def test_sigterm_and_ctrl_c_checkpoint_exit_130_and_resume_identically(shape, tiny_overrides, tmp_path):
+    config, extra = PRESET_SHAPED[shape]
+    overrides = [*tiny_overrides, *extra]
+    reference = start_run(overrides, tmp_path / "reference", "reference", config=config)
     out = tmp_path / "stopped"
     stop_checkpoints = []
     for cycle, (stop, after) in enumerate(((signal.SIGTERM, STEPS_PER_EPOCH + 1),
                                            (signal.SIGINT, 2 * STEPS_PER_EPOCH + 2))):
-        process = start_run(tiny_overrides, out, f"run{cycle}", resume=cycle > 0)
+        process = start_run(overrides, out, f"run{cycle}", resume=cycle > 0, config=config)
         wait_until_step_logged(process, out, after)
         process.send_signal(stop)
         assert finish(process) == 130
-        assert f"stopped by {stop.name}; resume with --resume" in log_of(tmp_path, f"run{cycle}")
+        log = log_of(tmp_path, f"run{cycle}")
+        assert f"{stop.name}: stopping after this step" in log  # acknowledged at once
+        assert f"stopped by {stop.name}; resume with --resume" in log
         # Epoch checkpoints are at step 0: one at a later step was written by the stop request.
         checkpoint, epoch, step = newest_checkpoint(out)
         assert step > 0 and epoch * STEPS_PER_EPOCH + step >= after
         stop_checkpoints.append(checkpoint)
-    assert finish(start_run(tiny_overrides, out, "run2", resume=True)) == 0
+    assert finish(start_run(overrides, out, "run2", resume=True, config=config)) == 0
     for cycle, checkpoint in zip((1, 2), stop_checkpoints):
         assert f"resumed from {checkpoint} " in log_of(tmp_path, f"run{cycle}")
     assert finish(reference) == 0
