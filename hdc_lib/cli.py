@@ -1,8 +1,11 @@
-"""The `hdc` command (also `python -m hdc_lib`). The data and bench subcommands live next to the
-code they run; pretrain, eval and reproduce, which draw on several modules, are defined here.
+"""The `hdc` command (also `python -m hdc_lib`): render and check data, pretrain, evaluate,
+reproduce the toy-scale results, benchmark.
+
+The data and bench subcommands live next to the code they run; pretrain, eval, reproduce and
+the config-aware part of `data check`, which draw on several modules, are defined here.
 
     hdc data toyworld --out data/toyworld       render the embedded toy world
-    hdc data check ROOT --splits DIR            report unreadable videos before a long run
+    hdc data check ROOT --splits DIR [--config FILE]   report unreadable and too-short videos
     hdc pretrain --config FILE [key=value ...]  train a method (torchrun for several GPUs)
     hdc eval {linear,retrieval,finetune,probes} --run DIR   evaluate a pretrained run
     hdc reproduce --preset toy                  the toy-scale reproduction (make demo)
@@ -12,6 +15,10 @@ code they run; pretrain, eval and reproduce, which draw on several modules, are 
 A mistake in the input (a missing or malformed file, config value, split or checkpoint: a
 `UserError`; or a path that cannot be read or written) is printed as one line,
 `hdc: <file>:<line>: <reason>`, with exit status 2. Anything else keeps its traceback.
+
+Progress: `--no-progress` removes the progress bars (which are drawn on a terminal only anyway);
+the plain lines, one per epoch and one every train.log_every steps, stay, for cluster logs.
+`--quiet` (pretrain) removes those lines too; `hdc reproduce --no-progress` trains quietly.
 """
 from __future__ import annotations
 
@@ -28,11 +35,21 @@ def add_pretrain_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "pretrain", help="pretrain a method from a YAML config",
         description="Pretrain a method. Overrides are dotted key=value pairs, e.g. "
-                    "train.epochs=5 model.levels=[layer4]. Under torchrun every rank runs this.")
+                    "train.epochs=5 model.levels=[layer4]; train.max_steps=N stops a smoke run "
+                    "after N steps. Under torchrun every rank runs this. Ctrl-C (or SIGTERM) "
+                    "checkpoints at the next step and stops; a second Ctrl-C stops at once.")
     parser.add_argument("--config", help="YAML config (configs/...); omit for all defaults")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from the newest readable checkpoint in train.out_dir")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+                        help="continue from the newest readable checkpoint in train.out_dir (more "
+                             "train.epochs extend a step or constant schedule)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in train.out_dir (without it, a new run "
+                             "refuses a folder that holds checkpoints)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (drawn on a terminal only); the plain lines stay")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no plain progress lines either (one per epoch, one every "
+                             "train.log_every steps)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     parser.set_defaults(func=run_pretrain)
 
@@ -42,12 +59,21 @@ def run_pretrain(args) -> int:
     from hdc_lib.train import train
 
     cfg = load_config(args.config, args.overrides)
-    summary = train(cfg, resume=args.resume, progress=not args.no_progress)
+    try:
+        summary = train(cfg, resume=args.resume, progress=not args.no_progress, quiet=args.quiet,
+                        overwrite=args.overwrite)
+    except KeyboardInterrupt:  # a second Ctrl-C
+        print(f"stopped at once; the last checkpoint in {cfg.train.out_dir} is kept (continue with "
+              "--resume)", file=sys.stderr)
+        return 130
     if summary["interrupted"]:
         print(f"stopped by {summary['interrupted']}; resume with --resume "
               f"(checkpoint in {summary['out_dir']})", file=sys.stderr)
         return 130
-    print(f"done: {summary['out_dir']}")
+    if summary["is_main"]:
+        print(f"already finished: {summary['out_dir']} (nothing trained)" if summary["finished_before"] else
+              f"done (train.max_steps={cfg.train.max_steps} reached): {summary['out_dir']}"
+              if summary["stopped_at_max_steps"] else f"done: {summary['out_dir']}")
     return 0
 
 
@@ -55,20 +81,29 @@ def add_eval_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "eval", help="evaluate a pretrained run: linear probe, retrieval, fine-tuning, toy probes",
         description="Evaluate a run folder (its config.yaml and final.pt). Dotted overrides switch "
-                    "the dataset, e.g. data.dataset=hmdb51 data.root=... data.split_dir=...")
+                    "the dataset, e.g. data.dataset=hmdb51 data.root=... data.split_dir=..., and "
+                    "for finetune also set the fine-tuning run's optim.*, train.* and model.* keys; "
+                    "an override the protocol would not read is an error. Results go to "
+                    "<run>/eval_<protocol>[_<dataset>][_<checkpoint>].json, which records both.")
     parser.add_argument("protocol", choices=("linear", "retrieval", "finetune", "probes"))
     parser.add_argument("--run", required=True, help="the run folder (train.out_dir)")
     parser.add_argument("--checkpoint", help="another checkpoint than <run>/final.pt")
     parser.add_argument("--clips", type=int, default=10, help="uniform clips per test video")
-    parser.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs")
-    parser.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--recipe", help="fine-tuning recipe, e.g. configs/finetune/standard.yaml (the "
+                        "standard protocol: SGD, lr 0.1 x0.1 at epochs 6 and 8, 10 epochs, batch 64; "
+                        "docs/methods.md); default: AdamW at lr 0.01, cosine, 10 epochs, the "
+                        "pretraining's batch size")
+    parser.add_argument("--epochs", type=int, help="fine-tuning epochs (same as train.epochs=N)")
+    parser.add_argument("--lr", type=float, help="fine-tuning learning rate (same as optim.lr=X)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (drawn on a terminal only); the plain lines stay")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     parser.set_defaults(func=run_eval)
 
 
 def run_eval(args) -> int:
-    from hdc_lib.evaluate import finetune, linear_probe, load_backbone, retrieval_recall, video_features
+    from hdc_lib.evaluate import (evaluated_on, finetune, finetune_config, linear_probe, load_backbone,
+                                  result_name, retrieval_recall, split_overrides, video_features)
     from hdc_lib.probes import toy_probes
     from hdc_lib.runtime import setup
 
@@ -77,22 +112,31 @@ def run_eval(args) -> int:
     if not (run_dir / "config.yaml").is_file():
         raise UserError("not a run folder (no config.yaml): --run takes a pretraining's train.out_dir",
                         run_dir)
-    cfg, backbone, transform, identity = load_backbone(run_dir, args.checkpoint, args.overrides, device)
+    shortcuts = [*([] if args.epochs is None else [f"train.epochs={args.epochs}"]),
+                 *([] if args.lr is None else [f"optim.lr={args.lr}"])]
+    if (shortcuts or args.recipe) and args.protocol != "finetune":
+        raise UserError(f"--recipe, --epochs and --lr configure fine-tuning, which `hdc eval {args.protocol}` does not do")
+    for_run, for_finetuning = split_overrides(args.protocol, [*shortcuts, *args.overrides])
+    cfg, backbone, transform, identity = load_backbone(run_dir, args.checkpoint, for_run, device)
+    name = result_name(run_dir, cfg, args.checkpoint)
     if args.protocol == "finetune":
-        result = finetune(cfg, run_dir, args.checkpoint, args.epochs, args.lr, args.clips, device,
-                          not args.no_progress)
+        recipe = f"_{Path(args.recipe).stem}" if args.recipe else ""  # runs of other recipes kept apart
+        ft_cfg = finetune_config(cfg, run_dir, args.checkpoint, args.recipe, for_finetuning,
+                                 out_dir=run_dir / f"finetune{name}{recipe}")
+        result = finetune(ft_cfg, args.clips, device, not args.no_progress)
     elif args.protocol == "probes":
         result = toy_probes(cfg, backbone, transform, device, args.clips)
     else:
         train, test = video_features(cfg, backbone, transform, device, identity, args.clips,
-                                     run_dir / "features")
+                                     run_dir / "features", progress=not args.no_progress)
         stage = backbone.stage_names[-1]
         x_train, x_test = train["features"][stage], test["features"][stage]
         result = ({"accuracy": linear_probe(x_train, train["labels"], x_test, test["labels"])}
                   if args.protocol == "linear" else
                   retrieval_recall(x_train, train["labels"], x_test, test["labels"]))
-    result = {"protocol": args.protocol, "dataset": cfg.data.dataset, "clips": args.clips, **result}
-    (run_dir / f"eval_{args.protocol}.json").write_text(json.dumps(result, indent=1) + "\n")
+    result = {"protocol": args.protocol, "dataset": cfg.data.dataset, "clips": args.clips,
+              **evaluated_on(cfg, identity), **result}
+    (run_dir / f"eval_{args.protocol}{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
     return 0
 
@@ -124,17 +168,29 @@ def run_reproduce(args) -> int:
     return 0
 
 
+def run_data_check(args) -> int:
+    """`hdc data check`, with --min-frames taken from --config's training items when not given."""
+    from hdc_lib.data.check import frames_needed, run_check
+    from hdc_lib.experiment import build_method, load_config
+
+    if args.config is not None and args.min_frames is None:
+        cfg = load_config(args.config)
+        args.min_frames = frames_needed(build_method(cfg, num_classes=1).clip_request())
+        print(f"{args.config}: a training item needs {args.min_frames} frames per video")
+    return run_check(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hdc_lib.bench import add_bench_parser
     from hdc_lib.data.check import add_check_parser
     from hdc_lib.data.toyworld import add_toyworld_parser
 
-    parser = argparse.ArgumentParser(prog="hdc", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hdc", description=" ".join(__doc__.split("\n\n")[0].split()))
     commands = parser.add_subparsers(dest="command", required=True)
     data = commands.add_parser("data", help="datasets: render the toy world, check a dataset")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     add_toyworld_parser(data_commands)
-    add_check_parser(data_commands)
+    add_check_parser(data_commands).set_defaults(func=run_data_check)
     add_pretrain_parser(commands)
     add_eval_parser(commands)
     add_reproduce_parser(commands)

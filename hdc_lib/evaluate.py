@@ -24,21 +24,28 @@ The toy world's factor probes are in `probes.py`; `hdc eval` (cli.py) runs any o
 from __future__ import annotations
 
 import json
+import logging
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch.utils.data import DataLoader
 
 from hdc_lib.augment import SpatialAugment
 from hdc_lib.backbones import build_backbone, use_precision
 from hdc_lib.checkpoint import backbone_state, load_checkpoint
-from hdc_lib.experiment import load_config
+from hdc_lib.config import ConfigError
+from hdc_lib.experiment import load_config, read_yaml
 from hdc_lib.features import cached_features, eval_datasets, extract_features
 from hdc_lib.precision import resolve_precision
+from hdc_lib.runtime import progress_bar
 from hdc_lib.train import train
+
+log = logging.getLogger(__name__)
 
 
 # -- Linear probes: L2-regularised multinomial logistic regression, strength chosen by CV ----------
@@ -271,6 +278,33 @@ def retrieval_recall(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch
 
 
 # -- A finished run: its backbone, its cached features, fine-tuning --------------------------
+# What `hdc eval` overrides may set. Every protocol reads a dataset (data.*) with the run's
+# backbone in train.precision; fine-tuning also trains, so the fine-tuning run's optim.*, train.*
+# and model.* keys are its own, except what must be the pretrained run's.
+FEATURE_OVERRIDES = ("data.", "train.precision")
+PRETRAINED_ONLY = ("method", "model.backbone", "model.backbone_kwargs", "train.init_backbone")
+
+
+def split_overrides(protocol: str, overrides: list[str]) -> tuple[list[str], list[str]]:
+    """`hdc eval` overrides as (those of the evaluated run's config, those of the fine-tuning run).
+    An override that `protocol` would not read is a ConfigError naming it."""
+    for_run, for_finetuning = [], []
+    for item in overrides:
+        key = item.partition("=")[0]
+        if key.startswith(FEATURE_OVERRIDES):
+            for_run.append(item)
+        elif protocol != "finetune":
+            raise ConfigError(f"override {item!r} is not read by `hdc eval {protocol}`, which takes data.* "
+                              "and train.precision (optim.*, train.* and model.* configure `hdc eval finetune`)",
+                              key=key)
+        elif key.startswith(PRETRAINED_ONLY):
+            raise ConfigError(f"override {item!r}: fine-tuning starts from the pretrained run's backbone "
+                              f"({', '.join(PRETRAINED_ONLY)} are the run's)", key=key)
+        else:
+            for_finetuning.append(item)
+    return for_run, for_finetuning
+
+
 def load_backbone(run_dir: Path, checkpoint: str | None, overrides: list[str], device):
     """The run's config (with overrides, e.g. another dataset) and its trained backbone, computing
     in the run's train.precision (so features are extracted as fast as the device allows)."""
@@ -287,42 +321,111 @@ def load_backbone(run_dir: Path, checkpoint: str | None, overrides: list[str], d
     return cfg, backbone.to(device), SpatialAugment(cfg.model.augment).center, identity
 
 
-def video_features(cfg, backbone, transform, device, identity: dict, num_clips: int, cache_dir) -> tuple:
-    """Train and test features of N uniform clips per video, cached per checkpoint and settings."""
+def result_name(run_dir: Path, cfg, checkpoint: str | None) -> str:
+    """What an evaluation's results are named after: "" for the run's own final.pt on its own
+    dataset; else "_<dataset>[-split<fold>]" when the dataset is another, and "_<checkpoint
+    name>" when the checkpoint is. So results of other checkpoints and datasets sit side by side."""
+    trained_on = load_config(run_dir / "config.yaml").to_dict()["data"]
+    data = cfg.to_dict()["data"]
+    name = ""
+    if data != trained_on:
+        name += f"_{cfg.data.dataset}" + (f"-split{cfg.data.fold}" if cfg.data.dataset in ("ucf101", "hmdb51") else "")
+    if checkpoint and Path(checkpoint).resolve() != (run_dir / "final.pt").resolve():
+        name += f"_{Path(checkpoint).stem}"
+    return name
+
+
+def evaluated_on(cfg, identity: dict) -> dict:
+    """What a result file records of its evaluation: the checkpoint and the dataset."""
+    d = cfg.data
+    return {"checkpoint": identity["checkpoint"],
+            "data": {"dataset": d.dataset, "root": d.root, "split_dir": d.split_dir, "fold": d.fold,
+                     "test_root": d.test_root}}
+
+
+def video_features(cfg, backbone, transform, device, identity: dict, num_clips: int, cache_dir,
+                   progress: bool = True) -> tuple:
+    """Train and test features of N uniform clips per video, cached per checkpoint and settings.
+    Each split's extraction is announced in a log line and timed; `progress`: a bar on a terminal."""
     splits = []  # built on the first cache miss only, once for both splits
 
     def compute(train: bool):
         if not splits:
             splits.extend(eval_datasets(cfg, num_clips))
-        return extract_features(backbone, splits[0 if train else 1], transform, device,
-                                workers=cfg.data.workers)
+        name = "train" if train else "test"
+        dataset, started = splits[0 if train else 1], time.perf_counter()
+        log.info("features of the %s split: %d videos x %d clips", name, len(dataset), num_clips)
+        features = extract_features(backbone, dataset, transform, device, workers=cfg.data.workers,
+                                    progress=f"{name} features" if progress else None)
+        log.info("features of the %s split: done in %.0f s", name, time.perf_counter() - started)
+        return features
 
     key = {**identity, "data": cfg.to_dict()["data"], "clips": num_clips,
            "frames": cfg.model.clip_frames, "stride": cfg.model.clip_stride}
     return tuple(cached_features(cache_dir, {**key, "train": t}, lambda t=t: compute(t)) for t in (True, False))
 
 
-def finetune(cfg, run_dir: Path, checkpoint: str | None, epochs: int, lr: float, num_clips: int,
-             device, progress: bool) -> dict:
+def finetune_config(cfg, run_dir: Path, checkpoint: str | None, recipe: str | None, overrides: list[str],
+                    out_dir: Path):
+    """The fine-tuning run's config, in three layers, each over the one before:
+    1. from the pretrained run (`cfg`, its dataset overrides applied): its data, backbone, clip,
+       augmentation, batch size, seed and precision; the supervised method started from its
+       checkpoint, no kNN monitor, into `out_dir`; and, for want of a recipe, 10 epochs of the
+       library's optimiser (AdamW, cosine schedule) at lr 0.01;
+    2. the `recipe` file (configs/finetune/*.yaml): the protocol's optimiser, schedule, epochs and
+       batch size;
+    3. `overrides` (optim.*, train.*, model.* such as model.dropout).
+    A key the recipe or an override sets is not taken from the pretrained run."""
+    pretrained = cfg.to_dict()
+    inherited = {**{f"data.{k}": v for k, v in pretrained["data"].items()},
+                 **{f"model.{k}": pretrained["model"][k]
+                    for k in ("backbone", "backbone_kwargs", "clip_frames", "clip_stride", "augment")},
+                 **{f"train.{k}": pretrained["train"][k] for k in ("batch_size", "seed", "precision", "channels_last")},
+                 "train.knn_every": 0, "train.out_dir": str(out_dir), "train.epochs": 10, "optim.lr": 0.01,
+                 "method": "supervised", "train.init_backbone": str(checkpoint or run_dir / "final.pt")}
+    in_recipe = _recipe_keys(recipe) if recipe is not None else []
+    if fixed := [k for k in in_recipe if k.startswith(PRETRAINED_ONLY)]:
+        raise ConfigError(f"{fixed[0]} is the pretrained run's: a fine-tuning recipe does not set it", recipe)
+
+    def in_recipe_or_below(key: str) -> bool:  # the recipe sets the key, a part of it, or a section above it
+        return any(r == key or r.startswith(key + ".") or key.startswith(r + ".") for r in in_recipe)
+
+    kept = [f"{k}={json.dumps(v)}" for k, v in inherited.items() if not in_recipe_or_below(k)]
+    return load_config(recipe, [*kept, *overrides])
+
+
+def _recipe_keys(recipe: str) -> list[str]:
+    """The dotted keys a recipe file sets (its leaves)."""
+    try:
+        raw = read_yaml(Path(recipe).read_text(encoding="utf-8")) or {}
+    except (OSError, ValueError, yaml.YAMLError):
+        return []  # load_config then names the file and what is wrong with it
+
+    def leaves(node, prefix=""):
+        if not isinstance(node, dict) or not node:
+            return [prefix[:-1]] if prefix else []
+        return [key for k, v in node.items() for key in leaves(v, f"{prefix}{k}.")]
+    return leaves(raw)
+
+
+def finetune(ft_cfg, num_clips: int, device, progress: bool) -> dict:
     """Fine-tune the whole backbone plus a new linear layer on the labels (the supervised method
-    started from the pretrained backbone), then test video-level: logits averaged over N clips."""
-    out = run_dir / "finetune"
-    ft_cfg = load_config(None, [
-        "method=supervised", f"data={json.dumps(cfg.to_dict()['data'])}",
-        f"model.backbone={cfg.model.backbone}", f"model.clip_frames={cfg.model.clip_frames}",
-        f"model.clip_stride={cfg.model.clip_stride}",
-        f"model.augment={json.dumps(cfg.to_dict()['model']['augment'])}",
-        f"optim.lr={lr}", f"train.epochs={epochs}", f"train.batch_size={cfg.train.batch_size}",
-        f"train.seed={cfg.train.seed}", f"train.out_dir={out}", "train.knn_every=0",
-        f"train.init_backbone={checkpoint or run_dir / 'final.pt'}"])
-    model = train(ft_cfg, progress=progress)["method"]
-    model.eval()
+    started from the pretrained backbone, `finetune_config`), then test video-level: logits
+    averaged over N uniform clips. The test split is opened before training starts. A fine-tuning
+    run stopped part-way continues where it stopped; a finished one is only tested."""
     test_set = eval_datasets(ft_cfg, num_clips)[1]
+    model = train(ft_cfg, resume=True, progress=progress)["method"]
+    model.eval()
     correct = 0
+    bar = progress_bar(progress, total=len(test_set), desc="fine-tuned test", unit="video")
     with torch.no_grad():
-        for batch in DataLoader(test_set, batch_size=16, num_workers=cfg.data.workers):
+        for batch in DataLoader(test_set, batch_size=16, num_workers=ft_cfg.data.workers):
             video = batch["video"].to(device)
             b, k = video.shape[:2]
             logits = model.classifier(model.backbone(model.augment.center(video.flatten(0, 1))))
             correct += (logits.view(b, k, -1).mean(1).argmax(1).cpu() == batch["label"]).sum().item()
-    return {"accuracy": correct / len(test_set), "epochs": epochs, "lr": lr}
+            bar.update(b)
+    bar.close()
+    recipe = {"optim": ft_cfg.to_dict()["optim"],
+              **{k: getattr(ft_cfg.train, k) for k in ("epochs", "batch_size", "max_steps")}}
+    return {"accuracy": correct / len(test_set), "recipe": recipe, "run": ft_cfg.train.out_dir}

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from hdc_lib.data.cache import atomic_write
 from hdc_lib.data.samplers import UniformClipSampler
 from hdc_lib.experiment import build_dataset
+from hdc_lib.runtime import progress_bar
 from hdc_lib.supervised import still
 
 
@@ -34,16 +35,19 @@ def eval_transform(method):
 
 @torch.no_grad()
 def extract_features(backbone, dataset, transform, device, batch_size: int = 32,
-                     stages: tuple[str, ...] | None = None, workers: int = 0) -> dict:
+                     stages: tuple[str, ...] | None = None, workers: int = 0,
+                     progress: str | None = None) -> dict:
     """Video-level features: each stage's GAP averaged over the item's clips.
 
     Returns {"features": {stage: (N, C)}, "labels": (N,), "index": (N,)}, in dataset order.
+    `progress`: the description of a bar over the videos (drawn on a terminal only).
     """
     was_training = backbone.training
     backbone.eval()
     stages = stages or (backbone.stage_names[-1],)
     feats = {s: [] for s in stages}
     labels, indices = [], []
+    bar = progress_bar(progress is not None, total=len(dataset), desc=progress, unit="video")
     for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
         video = batch["video"].to(device)                     # (B, K, T, H, W, C)
         b, k = video.shape[:2]
@@ -53,6 +57,8 @@ def extract_features(backbone, dataset, transform, device, batch_size: int = 32,
             feats[s].append(maps[s].mean(dim=(2, 3, 4)).view(b, k, -1).mean(1).float().cpu())
         labels.append(batch["label"])
         indices.append(batch["index"])
+        bar.update(b)
+    bar.close()
     backbone.train(was_training)
     return {"features": {s: torch.cat(v) for s, v in feats.items()},
             "labels": torch.cat(labels), "index": torch.cat(indices)}

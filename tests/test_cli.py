@@ -60,21 +60,95 @@ def test_a_config_error_exits_with_a_message_before_training(capsys):
     assert "train.epochs: expected int" in capsys.readouterr().err
 
 
-def test_pretrain_then_every_evaluation(tiny_overrides, tmp_path, capsys):
+def test_pretrain_then_every_evaluation(tiny_overrides, tiny_world, tmp_path, capsys, caplog):
+    caplog.set_level("INFO", logger="hdc_lib.evaluate")
     assert main(["pretrain", "--config", "configs/toy/coupled.yaml", "--no-progress", *tiny_overrides]) == 0
     run = tmp_path / "run"
     for protocol in ("linear", "retrieval", "probes"):
         assert main(["eval", protocol, "--run", str(run), "--clips", "2"]) == 0
         result = json.loads((run / f"eval_{protocol}.json").read_text())
         assert result["protocol"] == protocol
+        assert result["checkpoint"] == str((run / "final.pt").resolve()) and result["data"]["dataset"] == "toyworld"
+    # Feature extraction says what it does (a bar only on a terminal).
+    assert "features of the test split: 8 videos x 2 clips" in caplog.text
     assert 0.0 <= json.loads((run / "eval_linear.json").read_text())["accuracy"] <= 1.0
     assert {"R@1", "R@5", "R@10"} <= set(json.loads((run / "eval_retrieval.json").read_text()))
     probes = set(json.loads((run / "eval_probes.json").read_text()))
     assert {"action_biased", "action_unbiased", "direction", "object", "scene", "fg_ratio"} <= probes
     assert {"direction@layer2", "direction@layer3", "direction@layer4"} <= probes  # every tapped level
     assert len(list((run / "features").glob("features_*.pt"))) == 2  # cached for the next call
+    # Another checkpoint and another dataset: results of their own, recording which.
+    first_epoch = run / "ckpt_e0001_s000000.pt"
+    same_videos_as_ucf101 = ["data.dataset=ucf101", f"data.root={tiny_world / 'videos'}",
+                             f"data.split_dir={tiny_world / 'splits'}"]
+    assert main(["eval", "linear", "--run", str(run), "--clips", "2", "--checkpoint", str(first_epoch),
+                 *same_videos_as_ucf101]) == 0
+    other = json.loads((run / "eval_linear_ucf101-split1_ckpt_e0001_s000000.json").read_text())
+    assert other["checkpoint"] == str(first_epoch.resolve()) and other["data"]["dataset"] == "ucf101"
+    assert json.loads((run / "eval_linear.json").read_text())["checkpoint"].endswith("final.pt")
     assert main(["eval", "finetune", "--run", str(run), "--clips", "2", "--epochs", "1", "--no-progress"]) == 0
     assert 0.0 <= json.loads((run / "eval_finetune.json").read_text())["accuracy"] <= 1.0
+
+
+def test_the_fine_tuning_recipe_is_the_one_that_trains(tiny_overrides, tmp_path):
+    """configs/finetune/standard.yaml (SGD, step schedule) reaches the fine-tuning run's config; an
+    override of it wins; the pretrained run's batch size gives way to the recipe's."""
+    assert main(["pretrain", "--config", "configs/toy/coupled.yaml", "--no-progress", *tiny_overrides,
+                 "train.epochs=1", "train.knn_every=0"]) == 0
+    run = tmp_path / "run"
+    assert main(["eval", "finetune", "--run", str(run), "--clips", "1", "--recipe", "configs/finetune/standard.yaml",
+                 "train.batch_size=8", "train.epochs=1", "optim.momentum=0.5", "--no-progress"]) == 0
+    trained = yaml.safe_load((run / "finetune_standard" / "config.yaml").read_text())
+    assert trained["method"] == "supervised" and trained["train"]["init_backbone"] == str(run / "final.pt")
+    assert {k: trained["optim"][k] for k in ("name", "lr", "momentum", "weight_decay", "schedule", "milestones")} == \
+           {"name": "sgd", "lr": 0.1, "momentum": 0.5, "weight_decay": 0.0001, "schedule": "step", "milestones": [6, 8]}
+    assert (trained["train"]["epochs"], trained["train"]["batch_size"]) == (1, 8)
+    assert json.loads((run / "eval_finetune.json").read_text())["recipe"]["optim"]["name"] == "sgd"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "linear", "optim.name=sgd"], "override 'optim.name=sgd' is not read by `hdc eval linear`"),
+    (["eval", "retrieval", "--epochs", "3"], "--recipe, --epochs and --lr configure fine-tuning"),
+    (["eval", "finetune", "model.backbone=r3d_18"], "fine-tuning starts from the pretrained run's backbone"),
+])
+def test_an_override_the_command_would_ignore_is_an_error(argv, message, capsys, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(load_config(None).to_dict()))
+    assert message in one_line_error([*argv, "--run", str(run)], capsys)
+
+
+def test_a_new_run_into_a_used_folder_is_refused_in_one_line(tiny_overrides, tmp_path, capsys):
+    argv = ["pretrain", "--config", "configs/toy/coupled.yaml", "--no-progress", *tiny_overrides,
+            "train.epochs=1", "train.knn_every=0"]
+    assert main(argv) == 0
+    message = one_line_error(argv, capsys)
+    assert message.startswith(f"hdc: {tmp_path / 'run'}: holds another run") and "--overwrite" in message
+    assert main([*argv, "--resume"]) == 0
+    assert f"already finished: {tmp_path / 'run'} (nothing trained)" in capsys.readouterr().out
+    assert main([*argv, "--overwrite"]) == 0 and "done: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("outcome, code, expected", [
+    (KeyboardInterrupt(), 130, "stopped at once; the last checkpoint in runs/default is kept"),
+    ({"interrupted": None, "finished_before": False, "stopped_at_max_steps": False, "is_main": False,
+      "out_dir": "runs/default"}, 0, ""),
+])
+def test_pretrain_reports_a_second_ctrl_c_and_only_rank_0_says_done(outcome, code, expected, monkeypatch, capsys):
+    def fake_train(cfg, **kwargs):
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr("hdc_lib.train.train", fake_train)
+    assert main(["pretrain"]) == code
+    out, err = capsys.readouterr()
+    assert (expected in err) if expected else (out == "" and err == "")
+
+
+def test_the_help_describes_the_command_in_whole_sentences():
+    description = build_parser().description
+    assert description.startswith("The `hdc` command") and description.endswith("benchmark.")
 
 
 # -- a mistake in the input: one line naming the file (and line), exit status 2 ---------------
@@ -214,7 +288,7 @@ def test_a_path_that_cannot_be_written_is_named(argv, capsys, tmp_path, tiny_ove
 @pytest.mark.parametrize("error", [RuntimeError("a bug"), OSError("a bug, no file named")])
 def test_an_unexpected_error_keeps_its_traceback(error, monkeypatch):
     """Only the input's mistakes are turned into one line; a bug in hdc_lib still raises."""
-    def broken(cfg, resume, progress):
+    def broken(cfg, **options):
         raise error
 
     monkeypatch.setattr("hdc_lib.train.train", broken)

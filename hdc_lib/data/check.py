@@ -5,7 +5,12 @@ its metadata read, its first frames and its last frame decoded (the last one cat
 files whose header still promises every frame). `--full` decodes every frame as well, which also
 finds damage in the middle of a video (slower: a whole decoding pass over the dataset). The report
 lists every unreadable video with its reason, and counts the readable ones and those shorter than
-a clip (whose clips will loop).
+a training item needs (`frames_needed`: whose clips will loop or overlap).
+
+What a training item needs comes from a run config (`hdc data check --config FILE`; the command is
+wired in cli.py, which builds the config's method): the paper presets take two windows of 16
+frames at stride 2 (31 frames each), laid end to end by the coupled baseline and HDC (62 frames)
+and allowed to overlap by DCLR (32 raw frames each).
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from hdc_lib.errors import UserError
@@ -23,6 +29,22 @@ from .video_io import VideoDecodeError, read_frames, verify_video, video_info
 
 # Frames decoded at the start of each video.
 _PROBE_FRAMES = 2
+# Frames a video needs when no config says: one 16-frame clip at stride 1.
+DEFAULT_MIN_FRAMES = 16
+
+
+def frames_needed(request: dict) -> int:
+    """Frames a video needs for a training item of `request` (a method's `clip_request()`, the
+    arguments of `RandomClipSampler`) to be drawn without looping: one window spans
+    (T - 1) * d + 1 frames at the largest stride d; K disjoint windows need K spans, K windows
+    `offset` = (lo, hi) apart need a span plus (K - 1) * hi; windows that may overlap need one span."""
+    span = (request["num_frames"] - 1) * max(np.atleast_1d(request.get("stride", 1))) + 1
+    clips = request.get("num_clips", 1)
+    if request.get("disjoint"):
+        return int(clips * span)
+    if request.get("offset") is not None:
+        return int(span + (clips - 1) * request["offset"][1])
+    return int(span)
 
 
 @dataclass
@@ -43,7 +65,7 @@ class CheckReport:
         lines = [f"unreadable: {path}: {reason}" for path, reason in self.unreadable]
         lines.append(f"{self.total} videos: {self.readable} readable, {len(self.unreadable)} "
                      f"unreadable, {len(self.short)} shorter than {self.min_frames} frames "
-                     "(their clips will loop)")
+                     "(their clips will loop or overlap)")
         return "\n".join(lines)
 
 
@@ -103,8 +125,11 @@ def add_check_parser(data_subparsers: argparse._SubParsersAction) -> argparse.Ar
     parser.add_argument("--format", choices=("ucf101", "hmdb51", "folder"), default=None,
                         help="split format (default: detected from the split directory)")
     parser.add_argument("--fold", type=int, default=1, help="official split number (1-3)")
-    parser.add_argument("--min-frames", type=int, default=16,
-                        help="clip length: shorter videos are counted as 'will loop'")
+    parser.add_argument("--config", help="a run config (e.g. configs/ucf101/hdc_r2plus1d.yaml): "
+                        "--min-frames defaults to what its training items need")
+    parser.add_argument("--min-frames", type=int, default=None,
+                        help="videos shorter than this are counted as 'will loop' (default: what "
+                             f"--config needs, else {DEFAULT_MIN_FRAMES})")
     parser.add_argument("--full", action="store_true",
                         help="decode every frame, not only the first and last ones (slower; "
                              "also finds damage in the middle of a video)")
@@ -114,8 +139,10 @@ def add_check_parser(data_subparsers: argparse._SubParsersAction) -> argparse.Ar
 
 
 def run_check(args: argparse.Namespace) -> int:
-    """CLI body: print the report; exit code 1 when any video is unreadable."""
-    report = check_dataset(args.root, args.splits, args.format, args.fold, args.min_frames,
+    """CLI body: print the report; exit code 1 when any video is unreadable. `args.min_frames`
+    None: the default (cli.py sets it from --config first)."""
+    min_frames = DEFAULT_MIN_FRAMES if args.min_frames is None else args.min_frames
+    report = check_dataset(args.root, args.splits, args.format, args.fold, min_frames,
                            progress=not args.no_progress, full=args.full)
     print(report.summary())
     return 0 if report.ok else 1
