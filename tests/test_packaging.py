@@ -14,11 +14,16 @@ def requirement_name(spec: str) -> str:
     return re.split(r"[<>=!~\[ ]", spec, maxsplit=1)[0].lower()
 
 
+# The extras environment.yml installs (`-e .[notebooks,test]`); others, such as tensorboard, are
+# opt-in on either route.
+CONDA_EXTRAS = ("notebooks", "test")
+
+
 def pyproject_requirements() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     specs = list(project["dependencies"])
-    for extra in project["optional-dependencies"].values():
-        specs += extra
+    for extra in CONDA_EXTRAS:
+        specs += project["optional-dependencies"][extra]
     return {requirement_name(s): s for s in specs}
 
 
