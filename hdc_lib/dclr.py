@@ -47,18 +47,25 @@ SEARCH_OF = {"vv": "both", "vs": "static", "sv": "static", "vd": "dynamic", "dv"
 
 @dataclass
 class DCLRConfig(ContrastConfig):
-    temperature: float = 0.07
+    temperature: float = 0.07        # the paper's; the toy rows all run at 0.1 (configs/toy/dclr.yaml)
     level: str = "layer4"            # the stage whose maps split the feature space
     circular_difference: bool = True  # d_0 = v_0 - v_{T-1} as the official code; False: d_0 = 0
-    cross_video: bool = True          # top-k queue positives (needs queue_size > 0)
+    cross_video: bool | None = None   # top-k queue positives; None: on with a queue (it needs one)
     topk: int = 5
     align_weight: float = 0.1
+    # window_offset (inherited): (lo, hi) frames between the two raw windows' starts, as every method
+    # reads it; None: the official sampler (two distinct starts anywhere, the windows may overlap).
 
     def __post_init__(self):
         super().__post_init__()
         if self.speed_strides:
             raise ValueError("DCLR samples raw windows and subsamples them itself: use clip_stride, "
                              "not speed_strides")
+        if self.cross_video is None:
+            self.cross_video = bool(self.queue_size)
+        elif self.cross_video and not self.queue_size:
+            raise ValueError("cross_video searches the queue for extra positives: set queue_size > 0 "
+                             "or cross_video false")
 
 
 # -- the helpers the notebooks use ------------------------------------------------------------
@@ -119,9 +126,11 @@ class DCLR(ContrastiveMethod):
         super().__init__(cfg, head_stages={h: cfg.level for h in HEADS}, queues=HEADS)
 
     def clip_request(self) -> dict:
-        """Two raw windows of T * stride consecutive frames (the static frame may be any of them)."""
+        """Two raw windows of T * stride consecutive frames (the static frame may be any of them),
+        `window_offset` frames apart when it is set, else where the official sampler puts them."""
         cfg = self.cfg
-        return {"num_clips": 2, "num_frames": cfg.clip_frames * cfg.clip_stride, "stride": 1}
+        placement = {} if cfg.window_offset is None else {"offset": tuple(cfg.window_offset)}
+        return {"num_clips": 2, "num_frames": cfg.clip_frames * cfg.clip_stride, "stride": 1, **placement}
 
     def make_views(self, windows: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         """windows uint8 (B, 2, L, H, W, C) -> v, s, d of each window (query 1, key 2).
