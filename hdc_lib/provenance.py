@@ -26,3 +26,8 @@ def machine_description(device: torch.device | str) -> str:
     """The processor architecture, cores, torch's threads, the device and the torch version."""
     return (f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} threads, "
             f"device {device}, torch {torch.__version__}")
+
+
+def device_description(device: torch.device) -> str:
+    """A device's name for a report: the GPU's name, else the CPU's."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()

@@ -22,9 +22,8 @@ and compares their toy-world probes (results/precision_probes.json, shown in res
 One module per job, in the order they build on each other:
 
   timing.py            the instruments: interleaved median times, peak memory, FLOPs
-  machine.py           where it ran: git commit, machine and device names (bench's own copies)
-  steps.py             a toy method, random windows, one optimiser step (bench's own copy of the
-                       loop's step), the recorder of a step's backbone passes
+  steps.py             a toy method, random windows, one optimiser step (the training loop's
+                       own, train.optimiser_step), the recorder of a step's backbone passes
   decode.py · augmentation.py · stall.py · methods.py · precision.py · scaling.py
                        rows 1, 2, 3, 4 (and 7), 5 and 6
   presets.py           `--device`: the paper presets trained on a device

@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 
 from hdc_lib.bench.decode import bench_decode
-from hdc_lib.bench.machine import device_description, git_commit
 from hdc_lib.bench.notebooks import time_notebooks
 from hdc_lib.bench.precision_probes import precision_probes, precision_probes_table
 from hdc_lib.bench.presets import PAPER_PRESETS, bench_presets, format_presets
 from hdc_lib.bench.report import format_report, run_all, write_report
+from hdc_lib.provenance import code_commit, device_description
 
 
 def add_bench_parser(subparsers) -> None:
@@ -103,7 +103,7 @@ def run_bench_precision_probes(args) -> int:
                               overrides=tuple(args.overrides))
     result["command"] = (f"hdc bench precision-probes --preset {args.preset} --seeds {' '.join(map(str, args.seeds))} "
                          f"--epochs {args.epochs}" + "".join(f" --set {o}" for o in args.overrides))
-    result["commit"] = git_commit()
+    result["commit"] = code_commit()
     Path(args.results).mkdir(parents=True, exist_ok=True)
     (Path(args.results) / "precision_probes.json").write_text(json.dumps(result, indent=1))
     print("\n".join(precision_probes_table(result)))
@@ -127,7 +127,7 @@ def run_bench_notebooks(args) -> int:
         print(f"{name:40s} {value:6.0f} s")
     if not args.paths:  # the full set: record it for results/bench.md and the README
         command = "hdc bench notebooks" + (" --inplace" if args.inplace else "")
-        record = {"command": command, "commit": git_commit(), "seconds": seconds}
+        record = {"command": command, "commit": code_commit(), "seconds": seconds}
         Path(args.results).mkdir(parents=True, exist_ok=True)
         (Path(args.results) / "notebook_times.json").write_text(json.dumps(record, indent=1))
     return 0

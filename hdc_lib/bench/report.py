@@ -10,7 +10,7 @@ import torch
 
 from hdc_lib.bench.augmentation import bench_augment
 from hdc_lib.bench.decode import bench_decode
-from hdc_lib.bench.machine import machine_description
+from hdc_lib.provenance import machine_description
 from hdc_lib.bench.methods import bench_methods
 from hdc_lib.bench.precision import bench_precision
 from hdc_lib.bench.precision_probes import precision_probes_table
@@ -31,7 +31,7 @@ def run_all(quick: bool = False, world: str | Path = "data/toyworld") -> dict:
     started = time.perf_counter()
     report = {
         "quick": quick,
-        "machine": machine_description(),
+        "machine": machine_description("cpu"),
         "decode": bench_decode(num_items=16 if quick else 64, repeats=repeats),
         "augment": bench_augment(repeats=repeats),
         "stall": bench_stall(batches=2 if quick else 6, repeats=2 if quick else 3, world=world),

@@ -1,11 +1,12 @@
 """What the benchmarks run: a toy preset's method, random windows of its clip shape, one optimiser
 step on fixed views, and a recorder of the backbone passes a step makes (to replay them bare).
 
-`make_step` is bench's own copy of the training loop's optimiser step (forward, backward, update),
-kept here in one place until train.py exposes its step for bench to call.
+`make_step` wraps the training loop's own optimiser step (`train.optimiser_step`), so a benchmark
+measures the step training takes, whatever that step becomes.
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ import torch
 from hdc_lib.backbones import use_precision
 from hdc_lib.experiment import build_method, load_config
 from hdc_lib.precision import resolve_precision
+from hdc_lib.train import optimiser_step
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "toy"
 METHODS = ("coupled", "hdc", "dclr")
@@ -40,17 +42,9 @@ def random_windows(method, batch: int, size: int | tuple[int, int] = 64) -> torc
 
 
 def make_step(method, optimizer, views: dict, scaler: torch.amp.GradScaler | None = None):
-    """One optimiser step on fixed views: forward, backward, update (the loop's step without data),
-    in the precision the method's backbones were given (`use_precision`); `scaler` for fp16."""
-    scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
-
-    def step():
-        loss, _ = method(views)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    return step
+    """A zero-argument call of the training loop's optimiser step on fixed views (the loop's step
+    without data), in the precision the method's backbones were given; `scaler` for fp16."""
+    return partial(optimiser_step, method, views, optimizer, scaler or torch.amp.GradScaler("cpu", enabled=False))
 
 
 class BackbonePasses:
