@@ -24,6 +24,7 @@ evaluate, probes     linear probe, retrieval, fine-tuning; the toy world's facto
 viz                  figures
 stats, provenance    means and intervals over seeds, claims; commit and machine of a result
 reproduce            `hdc reproduce`: the ablations on the toy world, tables and figures
+shipped_weights      the trained weights that ship: export, manifest, checked loading
 trained_models       where a notebook's trained model comes from (`find_or_train`)
 bench/               `hdc bench`: the pipeline measured against its limits, one module per row
 cli, __main__        the `hdc` command (`python -m hdc_lib`)

@@ -146,25 +146,65 @@ def add_reproduce_parser(subparsers) -> None:
         "reproduce", help="the toy-scale reproduction: every ablation, seeds, table and figures",
         description="Train and evaluate the methods and ablations on the toy world; write "
                     "results/<preset>_ablation.md and figures/<preset>_*.png.")
-    parser.add_argument("--preset", choices=("toy", "full", "smoke"), default="toy",
-                        help="toy: make demo's rows (< 25 min); full: every row at the converged budget")
+    parser.add_argument("--preset", choices=("toy", "toy_reference", "full", "smoke"), default="toy",
+                        help="toy: make demo's rows (< 25 min); toy_reference: the same over 3 seeds, "
+                        "recorded; full: every row at the converged budget")
     parser.add_argument("--world", help="toy-world folder (default data/toyworld[_smoke])")
     parser.add_argument("--runs", help="where the runs go (default runs/reproduce/<preset>)")
     parser.add_argument("--results", default="results")
     parser.add_argument("--figures", default="figures")
     parser.add_argument("--jobs", type=int, help="runs trained side by side (default: one per CPU core "
                         "up to 4, each with its share of the threads; 1 on a GPU)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--rows", help="only these rows (comma-separated): train the missing runs, "
+                        "print their probes, write no table")
+    parser.add_argument("--seeds", help="only these seeds (comma-separated), likewise")
+    parser.add_argument("--no-progress", action="store_true", help="no line per epoch while training")
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument("--export-weights", action="store_true",
+                         help="write the shipped weights of the finished seed-0 runs (of --rows) beside "
+                         "their records, with the manifest; report each one's probe change in float16")
+    weights.add_argument("--measure-fp16", action="store_true",
+                         help="only measure, for the finished seed-0 runs (of --rows), the largest probe "
+                         "change that rounding their shipped part to float16 causes")
+    weights.add_argument("--check-weights", action="store_true",
+                         help="load every shipped file as a notebook would and check its hash, config, "
+                         "world version and fingerprint")
     parser.set_defaults(func=run_reproduce)
 
 
+def comma_list(text: str | None, option: str, kind=str) -> tuple | None:
+    """`a,b` as a tuple of `kind`; None when the option is not given."""
+    if text is None:
+        return None
+    try:
+        return tuple(kind(item) for item in text.split(",") if item)
+    except ValueError:
+        raise UserError(f"{option} takes a comma-separated list of {kind.__name__}s, got {text!r}") from None
+
+
 def run_reproduce(args) -> int:
-    from hdc_lib.reproduce import reproduce
+    from hdc_lib.reproduce import default_dirs, plan_runs, reproduce
+    from hdc_lib.runtime import setup
+    from hdc_lib.shipped_weights import HalfPrecisionTrial, check_shipped, export_weights
 
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
-    reproduce(args.preset, args.world, args.runs, args.results, args.figures,
-              progress=not args.no_progress, jobs=args.jobs)
+    rows, seeds = comma_list(args.rows, "--rows"), comma_list(args.seeds, "--seeds", int)
+    if args.check_weights:
+        world, runs = default_dirs(args.preset, args.world, args.runs)
+        checked = check_shipped(args.preset, args.results, world, runs, setup().device)
+        print(f"{len(checked)} shipped weight files of the {args.preset} preset load and match their manifest"
+              + (f": {', '.join(checked)}" if checked else ""))
+    elif args.export_weights or args.measure_fp16:
+        plan = plan_runs(args.preset, args.world, args.runs, args.results, rows, (0,))
+        rows = tuple(task["row"] for task in plan.tasks)
+        if args.export_weights:
+            export_weights(plan, rows, setup().device)
+        for row in rows if args.measure_fp16 else ():
+            print(HalfPrecisionTrial(plan, row, setup().device).line(), flush=True)
+    else:
+        reproduce(args.preset, args.world, args.runs, args.results, args.figures,
+                  progress=not args.no_progress, jobs=args.jobs, rows=rows, seeds=seeds)
     return 0
 
 

@@ -18,12 +18,14 @@ Notebooks get their trained models from these runs too (hdc_lib/trained_models.p
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -36,12 +38,13 @@ from hdc_lib import viz
 from hdc_lib.checkpoint import load_checkpoint
 from hdc_lib.data.samplers import UniformClipSampler
 from hdc_lib.data.toyworld import read_world_record
+from hdc_lib.errors import UserError
 from hdc_lib.experiment import build_dataset, build_method, load_config
 from hdc_lib.features import eval_transform
 from hdc_lib.probes import CHANCE, toy_probes
 from hdc_lib.provenance import code_commit, machine_description
 from hdc_lib.runtime import setup
-from hdc_lib.stats import ALPHA, DELTA, difference_interval, holm, mean_interval, verdict
+from hdc_lib.stats import ALPHA, DELTA, difference_interval, holm, mean_interval, prediction_interval, verdict
 from hdc_lib.train import ConfigMismatch, train
 
 log = logging.getLogger(__name__)
@@ -69,13 +72,21 @@ class Preset:
     # metrics, beside the commit that trained it), so a reproduction longer than one sitting can be
     # committed run by run and completed later, on another clone, without training a run twice.
     records: bool = False
+    # A preset of the same runs over more seeds, whose records this one's runs are set beside at the
+    # end of its report (with the full preset's seed-0 run, the one whose weights ship).
+    reference: str | None = None
 
 
 PRESETS = {
     # `make demo`: the decoupling claim with its hard-negative control, and the two references,
     # at a budget where motion shows (900 steps), one seed: 25 minutes on 2 CPU cores.
     "toy": Preset(rows=("tc_only_rev", "coupled_rev", *SUPERVISED), steps=900, supervised_steps=900,
-                  seeds=(0,), curve_points=3),
+                  seeds=(0,), curve_points=3, reference="toy_reference"),
+    # The demo's runs over 3 seeds, recorded (results/toy_reference_runs/): what a `make demo` on
+    # another machine compares itself with. Its seed 0 is the demo's run itself, so
+    # `--runs runs/reproduce/toy` after a demo trains seeds 1 and 2 only.
+    "toy_reference": Preset(rows=("tc_only_rev", "coupled_rev", *SUPERVISED), steps=900, supervised_steps=900,
+                            curve_points=3, records=True),
     # Every row of both papers' ablations, 3 seeds, at the budget where the methods have converged;
     # the rows the instrument's gate and the decoupling claims need come first (results/full_runs/
     # keeps each finished run, so the hours it takes can be spread over several sittings).
@@ -107,6 +118,22 @@ def epochs_for(steps: int, train_videos: int, batch_size: int) -> int:
     return max(1, math.ceil(steps / max(1, train_videos // batch_size)))
 
 
+def row_epochs(preset: Preset, row: str, train_videos: int) -> int:
+    """A row's budget in epochs of a world with `train_videos` training videos."""
+    return epochs_for(preset.supervised_steps if row in SUPERVISED else preset.steps, train_videos, preset.batch_size)
+
+
+def keeps_curve(preset: Preset, seed: int) -> bool:
+    """The first seed's runs keep the checkpoints the probe curves are read from."""
+    return seed == preset.seeds[0] and preset.curve_points > 0
+
+
+def preset_run_config(preset: Preset, row: str, seed: int, world_dir: Path, runs_dir: Path, train_videos: int):
+    """A preset's run exactly as `hdc reproduce` trains it."""
+    return run_config(row, preset, seed, world_dir, runs_dir, row_epochs(preset, row, train_videos),
+                      curve=keeps_curve(preset, seed))
+
+
 def finished_state(cfg) -> dict | None:
     """The final checkpoint of a finished run of exactly this config, or None."""
     final = Path(cfg.train.out_dir) / "final.pt"
@@ -120,20 +147,21 @@ def training_seconds(run_dir: str | Path) -> float:
     return round(sum(r["seconds"] for r in viz.read_metrics(run_dir, "epoch")), 1)
 
 
-def trained_model(cfg, num_classes: int, device, progress: bool):
-    """The run's final model; trained first unless a finished run with this config exists."""
+def trained_model(cfg, num_classes: int, device, progress: bool, label: str | None = None):
+    """The run's final model; trained first unless a finished run with this config exists.
+    `progress`: training's lines (`label` first) and, on a terminal, its bars; none without it."""
     run_dir = Path(cfg.train.out_dir)
     final = run_dir / "final.pt"
     state = finished_state(cfg)
     if state is None:
         try:
-            train(cfg, resume=True, progress=progress)
+            train(cfg, resume=True, progress=progress, label=label, quiet=not progress)
         except ConfigMismatch as err:  # a run of an older preset or config: keep it aside, train afresh
             stale = run_dir.with_name(run_dir.name + ".stale")
             shutil.rmtree(stale, ignore_errors=True)
             run_dir.rename(stale)
             log.warning("%s; moved it to %s", err, stale)
-            train(cfg, resume=True, progress=progress)
+            train(cfg, resume=True, progress=progress, label=label, quiet=not progress)
         state = load_checkpoint(final)
     return load_model(cfg, state["model"], num_classes, device)
 
@@ -182,7 +210,7 @@ def finish_run(row: str, preset: Preset, seed: int, world_dir: Path, runs_dir: P
     the same config there stands for the run (nothing is trained), and a new run leaves one, with
     the `commit` whose code trained it (taken when the reproduction started and imported it).
     Runs in a worker process when the reproduction trains several runs at once (`threads`: its
-    share of the cores)."""
+    share of the cores); `progress`: a line per epoch while it trains."""
     if threads:
         torch.set_num_threads(threads)
     cfg = run_config(row, preset, seed, world_dir, runs_dir, epochs, curve)
@@ -191,14 +219,28 @@ def finish_run(row: str, preset: Preset, seed: int, world_dir: Path, runs_dir: P
     device = setup().device
     state = finished_state(cfg)  # read once: a finished run is loaded, not checked again by trained_model
     trained_here = state is None
-    model = (trained_model(cfg, num_actions, device, progress) if trained_here
-             else load_model(cfg, state["model"], num_actions, device))
+    if trained_here:
+        with bars_hidden() if threads and progress else contextlib.nullcontext():
+            model = trained_model(cfg, num_actions, device, progress, label=f"{row} seed{seed}")
+    else:
+        model = load_model(cfg, state["model"], num_actions, device)
     done = {"row": row, "seed": seed, "seconds": training_seconds(cfg.train.out_dir), "trained_here": trained_here,
             "probes": run_probes(cfg, model, device, preset.eval_clips),
             "curve": probe_curve(cfg, num_actions, device, preset.eval_clips, steps_per_epoch) if curve else None}
     if record is not None:
         write_record(record, cfg, done, commit, machine_description(device))
     return done
+
+
+@contextlib.contextmanager
+def bars_hidden():
+    """Training with `progress` prints its lines (stdout) and, when stderr is a terminal, draws a
+    bar per epoch there. Runs trained side by side would draw their bars over one another on one
+    terminal line, so a worker keeps the lines, sends stderr nowhere (no terminal: no bars) and its
+    warnings to the terminal's stderr."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.__stderr__, format="%(levelname)s %(name)s: %(message)s")
+    with open(os.devnull, "w") as nowhere, contextlib.redirect_stderr(nowhere):
+        yield
 
 
 def comparable(config: dict) -> dict:
@@ -313,37 +355,56 @@ class Plan:
     preset: Preset
     world_dir: Path
     runs_dir: Path
+    results: Path                  # where the table goes, and every preset's records
     sources: Path                  # where each run's metrics are read from: its run folder or its record
     num_actions: int
+    train_videos: int
     steps_per_epoch: int
     epochs: dict[str, int]         # each row's budget in epochs of this world
     tasks: list[dict]
     commit: str                    # the code every run of this call trains with
+    subset: bool                   # some of the preset's runs only (--rows, --seeds): no table
 
     def config(self, row: str, seed: int):
-        return run_config(row, self.preset, seed, self.world_dir, self.runs_dir, self.epochs.get(row, 1))
+        return preset_run_config(self.preset, row, seed, self.world_dir, self.runs_dir, self.train_videos)
+
+
+def chosen(asked: tuple | None, offered: tuple, option: str, preset_name: str) -> tuple:
+    """The rows (or seeds) a call asked for, in the preset's order; all of them by default."""
+    if unknown := sorted(set(asked or ()) - set(offered), key=str):
+        raise UserError(f"{option}: {', '.join(map(str, unknown))} not in the {preset_name} preset "
+                        f"(it has {', '.join(map(str, offered))})")
+    return tuple(x for x in offered if not asked or x in asked)
+
+
+def default_dirs(preset_name: str, world_dir: str | Path | None, runs_dir: str | Path | None) -> tuple[Path, Path]:
+    """The world and runs folders of a preset, unless given: data/toyworld (the smoke preset's
+    own small world in data/toyworld_smoke) and runs/reproduce/<preset>."""
+    return (Path(world_dir or ("data/toyworld" if preset_name != "smoke" else "data/toyworld_smoke")),
+            Path(runs_dir or f"runs/reproduce/{preset_name}"))
 
 
 def plan_runs(preset_name: str, world_dir: str | Path | None, runs_dir: str | Path | None,
-              results_dir: str | Path) -> Plan:
-    """Every run of the preset, seed by seed: an interrupted reproduction has every row's first
-    seed (the run notebooks load and the curves come from) before it has the other seeds'."""
+              results_dir: str | Path, rows: tuple[str, ...] | None = None,
+              seeds: tuple[int, ...] | None = None) -> Plan:
+    """Every run of the preset (or of the `rows` and `seeds` asked for), seed by seed: an
+    interrupted reproduction has every row's first seed (the run notebooks load and the curves
+    come from) before it has the other seeds'."""
     preset = PRESETS[preset_name]
-    world_dir = Path(world_dir or ("data/toyworld" if preset_name != "smoke" else "data/toyworld_smoke"))
-    runs_dir = Path(runs_dir or f"runs/reproduce/{preset_name}")
+    rows, seeds = chosen(rows, preset.rows, "--rows", preset_name), chosen(seeds, preset.seeds, "--seeds", preset_name)
+    world_dir, runs_dir = default_dirs(preset_name, world_dir, runs_dir)
     train_set = build_dataset(run_config("coupled", preset, 0, world_dir, runs_dir, 1), True, None)
     per_epoch = max(1, len(train_set) // preset.batch_size)
-    epochs = {row: epochs_for(preset.supervised_steps if row in SUPERVISED else preset.steps,
-                              len(train_set), preset.batch_size) for row in preset.rows}
+    epochs = {row: row_epochs(preset, row, len(train_set)) for row in preset.rows}
     sources = Path(results_dir) / f"{preset_name}_runs" if preset.records else runs_dir
     commit = code_commit()  # taken before the workers import the code
     tasks = [dict(row=row, preset=preset, seed=seed, world_dir=world_dir, runs_dir=runs_dir,
-                  epochs=epochs[row], curve=seed == preset.seeds[0] and preset.curve_points > 0,
+                  epochs=epochs[row], curve=keeps_curve(preset, seed),
                   num_actions=len(train_set.classes), steps_per_epoch=per_epoch,
                   record=sources / row / f"seed{seed}" if preset.records else None, commit=commit)
-             for seed in preset.seeds for row in preset.rows]
-    return Plan(preset_name, preset, world_dir, runs_dir, sources, len(train_set.classes), per_epoch,
-                epochs, tasks, commit)
+             for seed in seeds for row in rows]
+    return Plan(preset_name, preset, world_dir, runs_dir, Path(results_dir), sources, len(train_set.classes), len(train_set),
+                per_epoch, epochs, tasks, commit, subset=(rows, seeds) != (preset.rows, preset.seeds))
 
 
 def run_all(plan: Plan, device, jobs: int | None, progress: bool, started: float) -> tuple[list[dict], int, int]:
@@ -363,7 +424,7 @@ def run_all(plan: Plan, device, jobs: int | None, progress: bool, started: float
         if progress:
             print(f"{len(tasks)} runs, {jobs} at a time, {threads} thread(s) each", flush=True)
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(finish_run, **task, threads=threads) for task in tasks]
+            futures = [pool.submit(finish_run, **task, threads=threads, progress=progress) for task in tasks]
             for future in as_completed(futures):
                 finished.append(future.result())
                 if progress:
@@ -409,9 +470,43 @@ def summarise(plan: Plan, finished: list[dict], device, started: float, parallel
             "trained_here": sum(bool(done.get("trained_here")) for done in finished), "runs": len(plan.tasks),
             "claims": claim_lines(per_seed), "invariance": invariance_premise(hdc_runs(plan)),
             "table": table, "per_seed": per_seed, "curves": curves,
+            "against_records": against_records(plan, per_seed),
             "commit": plan.commit, "machine": machine_description(device), "jobs": list(parallel),
             "run_commits": sorted({json.loads((t["record"] / "record.json").read_text())["commit"]
                                    for t in plan.tasks}) if preset.records else None}
+
+
+def against_records(plan: Plan, per_seed: dict[str, list[dict]]) -> dict | None:
+    """This call's runs beside the records of the same runs: the `reference` preset's (the same
+    configs over more seeds; a run's probe lies within their spread when it falls in the 95%
+    prediction interval of one more seed) and the full preset's seed 0 (the run whose weights ship,
+    trained longer, shown for reference only). None for a preset without a reference."""
+    if plan.preset.reference is None:
+        return None
+    reference, full = PRESETS[plan.preset.reference], PRESETS["full"]
+
+    def recorded(name: str, preset: Preset, row: str, seed: int) -> dict | None:
+        cfg = preset_run_config(preset, row, seed, plan.world_dir, plan.runs_dir, plan.train_videos)
+        run = read_record(plan.results / f"{name}_runs" / row / f"seed{seed}", cfg)
+        return run and run["probes"]
+
+    rows = {}
+    for row in plan.preset.rows:
+        seeds = {s: p for s in reference.seeds if (p := recorded(plan.preset.reference, reference, row, s))}
+        shipped = recorded("full", full, row, 0) if row in full.rows else None
+        # one seed here: its own record, made elsewhere, is the closest check of this machine
+        same = seeds.get(plan.preset.seeds[0]) if len(plan.preset.seeds) == 1 else None
+        rows[row] = {}
+        for m in HEADLINE:
+            mine = float(np.mean([s[m] for s in per_seed[row]]))
+            values = [p[m] for p in seeds.values()]
+            low, high = prediction_interval(values)
+            rows[row][m] = {"this": mine, "records": values, "record_seeds": list(seeds),
+                            "difference": mine - float(np.mean(values)) if values else None,
+                            "prediction": [low, high], "within": bool(low <= mine <= high) if len(values) > 1 else None,
+                            "same_seed": same[m] if same else None, "shipped": shipped[m] if shipped else None}
+    return {"reference": plan.preset.reference, "steps": {row: plan.epochs[row] * plan.steps_per_epoch for row in rows},
+            "shipped_steps": full.steps, "rows": rows}
 
 
 def draw_figures(plan: Plan, report: dict, figures_dir: str | Path, device) -> None:
@@ -448,13 +543,21 @@ def draw_figures(plan: Plan, report: dict, figures_dir: str | Path, device) -> N
 
 def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
               runs_dir: str | Path | None = None, results_dir: str | Path = "results",
-              figures_dir: str | Path = "figures", progress: bool = True, jobs: int | None = None) -> dict:
+              figures_dir: str | Path = "figures", progress: bool = True, jobs: int | None = None,
+              rows: tuple[str, ...] | None = None, seeds: tuple[int, ...] | None = None) -> dict:
     """Train (or find) every run of the preset, probe them and write the table and figures.
-    `jobs` runs train side by side (default: `parallelism`)."""
+    `jobs` runs train side by side (default: `parallelism`). With `rows` or `seeds`, only those
+    runs: they are trained (unless finished or recorded) and probed, and no table is written,
+    since a table needs every run."""
     started = time.perf_counter()
     device = setup().device
-    plan = plan_runs(preset_name, world_dir, runs_dir, results_dir)
+    plan = plan_runs(preset_name, world_dir, runs_dir, results_dir, rows, seeds)
     finished, jobs, threads = run_all(plan, device, jobs, progress, started)
+    if plan.subset:
+        for done in finished:
+            print(f"{done['row']} seed {done['seed']}: " + ", ".join(
+                f"{m} {done['probes'][m]:.3f}" for m in HEADLINE), flush=True)
+        return {"preset": preset_name, "finished": finished}
     report = summarise(plan, finished, device, started, (jobs, threads))
     draw_figures(plan, report, figures_dir, device)
     results = Path(results_dir)
@@ -523,7 +626,42 @@ def markdown_report(report: dict) -> str:
             lines.append(f"| {row} | " + " | ".join(f"{values[m][0]:.3f}" for m in others) + " |")
     lines += ["", "Training seconds per run (the sum of its epochs' times; median over seeds): " + ", ".join(
         f"{row} {np.median(s):.0f} s" for row, s in report["train_seconds"].items()) + "."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + records_section(report)) + "\n"
+
+
+def records_section(report: dict) -> list[str]:
+    """The report's last section: this call's runs beside the records (`against_records`)."""
+    compared = report.get("against_records")
+    if compared is None:
+        return []
+    name, rows = compared["reference"], compared["rows"]
+    found = sorted({s for probes in rows.values() for c in probes.values() for s in c["record_seeds"]})
+    shipped = any(c["shipped"] is not None for probes in rows.values() for c in probes.values())
+    lines = ["", "## This machine against the records", ""]
+    if not found:
+        lines += [f"No records of these runs yet (results/{name}_runs/): `hdc reproduce --preset {name} "
+                  f"--runs runs/reproduce/{report['preset']}` makes them (it finds this demo's seed-0 runs and trains the "
+                  "other seeds).", ""]
+    if not found and not shipped:
+        return lines
+    lines += [f"Each row's probes beside the records of the same runs (results/{name}_runs/, seeds {found}): "
+              "their mean, this run's difference from it, whether this run lies within their spread (the "
+              "95% prediction interval of one more seed) and the record of the same seed; and, for "
+              f"reference only, the full preset's seed-0 run, whose weights ship ({compared['shipped_steps']} "
+              f"steps, not {', '.join(map(str, sorted(set(compared['steps'].values()))))}: not the same runs).", "",
+              "| row | probe | this run | records: mean [spread] | difference | within | same seed's record "
+              f"| shipped ({compared['shipped_steps']} steps) |", "|---|---|---|---|---|---|---|---|"]
+    dash = "—"
+    for row, probes in rows.items():
+        for metric, c in probes.items():
+            spread = "" if c["within"] is None else f" [{c['prediction'][0]:.3f}, {c['prediction'][1]:.3f}]"
+            lines.append(f"| {row} | {metric} | {c['this']:.3f} | "
+                         + (f"{np.mean(c['records']):.3f}{spread}" if c["records"] else dash) + " | "
+                         + (f"{c['difference']:+.3f}" if c["records"] else dash) + " | "
+                         + ({True: "yes", False: "**no**", None: dash}[c["within"]]) + " | "
+                         + (f"{c['same_seed']:.3f}" if c["same_seed"] is not None else dash) + " | "
+                         + (f"{c['shipped']:.3f}" if c["shipped"] is not None else dash) + " |")
+    return lines
 
 
 def _jobs(report: dict) -> str:

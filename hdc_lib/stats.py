@@ -79,3 +79,13 @@ def verdict(d: Difference, sign: int, p_adjusted: float, delta: float = DELTA) -
     if -delta < d.low and d.high < delta:
         return f"no difference larger than {delta}"
     return f"too few seeds to tell (interval [{d.low:+.3f}, {d.high:+.3f}])"
+
+
+def prediction_interval(values: list[float]) -> tuple[float, float]:
+    """Where one more seed's value falls 95% of the time, judged from n seeds (a new draw differs
+    from their mean by its own spread plus the mean's): mean ± t(0.975, n - 1) s sqrt(1 + 1/n)."""
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return float("nan"), float("nan")
+    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) * math.sqrt(1 + 1 / len(x))
+    return float(x.mean() - half), float(x.mean() + half)

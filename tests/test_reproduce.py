@@ -132,3 +132,75 @@ def test_find_or_train_loads_the_reproductions_run_or_trains_a_short_one(tmp_pat
     cfg, model = find_or_train("supervised", tmp_path, short=short, presets=("tiny",))
     assert "so a short run of 1 epoch (runs/nb/supervised)" in capsys.readouterr().out
     assert (tmp_path / "runs" / "nb" / "supervised" / "final.pt").exists() and cfg.method == "supervised"
+
+
+def test_rows_and_seeds_train_only_those_runs_and_a_later_call_only_the_missing(tmp_path, monkeypatch, capfd):
+    """--rows/--seeds: the runs asked for, trained side by side with a line per epoch each (their
+    row and seed first, no bars), their probes printed, no table; a later call trains nothing it
+    has, quietly without progress; the whole preset then trains only the run still missing."""
+    import dataclasses
+
+    from hdc_lib.errors import UserError
+
+    preset = dataclasses.replace(PRESETS["smoke"], rows=("coupled", "hdc", "supervised_static"), curve_points=0)
+    monkeypatch.setitem(PRESETS, "three", preset)
+    dirs = dict(world_dir=tmp_path / "world", runs_dir=tmp_path / "runs", results_dir=tmp_path / "results",
+                figures_dir=tmp_path / "figures")
+    with pytest.raises(UserError, match=r"--rows: nope not in the three preset \(it has coupled, hdc, supervised_static\)"):
+        reproduce("three", **dirs, rows=("nope",))
+    with pytest.raises(UserError, match="--seeds: 4 not in the three preset"):
+        reproduce("three", **dirs, seeds=(4,))
+
+    first = reproduce("three", **dirs, rows=("hdc", "coupled"), seeds=(0,), progress=True, jobs=2)
+    out, err = capfd.readouterr()
+    assert [(d["row"], d["trained_here"]) for d in first["finished"]] == [("coupled", True), ("hdc", True)]
+    for row in ("coupled", "hdc"):
+        assert any(line.startswith(f"{row} seed0 epoch 1/1") and "elapsed" in line for line in out.splitlines())
+        assert f"{row} seed 0: action_unbiased " in out
+    assert "epoch" not in err  # the workers' training bars go nowhere (the world's render bar stays)
+    assert not (tmp_path / "runs" / "supervised_static").exists() and not (tmp_path / "results").exists()
+
+    again = reproduce("three", **dirs, rows=("coupled", "hdc"), progress=False, jobs=1)
+    assert not any(d["trained_here"] for d in again["finished"])
+    assert [d["probes"] for d in again["finished"]] == [d["probes"] for d in first["finished"]]
+    assert "epoch" not in capfd.readouterr().out
+
+    whole = reproduce("three", **dirs, progress=False, jobs=1)
+    assert (whole["trained_here"], whole["runs"]) == (1, 3)
+    assert (tmp_path / "results" / "three_ablation.md").exists()
+
+
+def test_the_demo_sets_its_runs_beside_the_records_of_the_same_runs(tmp_path, monkeypatch):
+    """A preset with a `reference` ends its report with its runs beside that preset's records of
+    the same configs (and the full preset's seed 0, whose weights ship); until they exist, a line
+    says how to make them."""
+    import dataclasses
+
+    reference = dataclasses.replace(PRESETS["smoke"], rows=("coupled",), seeds=(0, 1), records=True, curve_points=0)
+    monkeypatch.setitem(PRESETS, "tinyref", reference)
+    monkeypatch.setitem(PRESETS, "tinydemo", dataclasses.replace(reference, seeds=(0,), records=False, reference="tinyref"))
+    monkeypatch.setitem(PRESETS, "full", dataclasses.replace(reference, seeds=(0,)))
+    dirs = dict(world_dir=tmp_path / "world", runs_dir=tmp_path / "runs", results_dir=tmp_path / "results",
+                figures_dir=tmp_path / "figures", progress=False, jobs=1)
+
+    reproduce("tinydemo", **dirs)
+    table = (tmp_path / "results" / "tinydemo_ablation.md").read_text()
+    assert table.endswith("## This machine against the records\n\nNo records of these runs yet (results/tinyref_runs/): "
+                          "`hdc reproduce --preset tinyref --runs runs/reproduce/tinydemo` makes them (it finds this demo's "
+                          "seed-0 runs and trains the other seeds).\n\n")
+
+    assert reproduce("tinyref", **dirs)["trained_here"] == 1  # seed 1: seed 0 is the demo's own run
+    assert reproduce("full", **dirs)["trained_here"] == 0  # the same run again, recorded as the full preset's
+    report = reproduce("tinydemo", **dirs)
+    compared = report["against_records"]["rows"]["coupled"]
+    recorded = [json.loads((tmp_path / "results" / "tinyref_runs" / "coupled" / f"seed{s}" / "record.json").read_text())
+                ["run"]["probes"] for s in (0, 1)]
+    for metric, c in compared.items():
+        this = report["per_seed"]["coupled"][0][metric]
+        assert c["records"] == [r[metric] for r in recorded] and c["record_seeds"] == [0, 1]
+        assert c["this"] == c["same_seed"] == c["shipped"] == this  # one machine, one config: the same run
+        assert c["difference"] == pytest.approx(this - (recorded[0][metric] + recorded[1][metric]) / 2)
+        assert c["within"] is True  # its own seed is one of the records
+    table = (tmp_path / "results" / "tinydemo_ablation.md").read_text()
+    this = report["per_seed"]["coupled"][0]["action_unbiased"]
+    assert f"| coupled | action_unbiased | {this:.3f} | " in table and f" | yes | {this:.3f} | {this:.3f} |" in table

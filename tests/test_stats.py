@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from hdc_lib.stats import ALPHA, DELTA, Difference, difference_interval, holm, mean_interval, verdict
+from hdc_lib.stats import (ALPHA, DELTA, Difference, difference_interval, holm, mean_interval, prediction_interval,
+                           verdict)
 
 # R's `sleep` data and the output R prints for `t.test(extra ~ group, data = sleep)` (Welch by
 # default; the example of R's ?t.test): t = -1.8608, df = 17.776, p-value = 0.07939,
@@ -44,6 +45,15 @@ def test_intervals_cover_the_truth_95_percent_of_the_time_at_three_seeds():
 
     assert coverage(mean_case) == pytest.approx(0.95, abs=0.02)
     assert coverage(welch_case) == pytest.approx(0.95, abs=0.02)
+
+
+def test_prediction_interval_holds_one_more_seed_95_percent_of_the_time():
+    def one_more_seed(rng):
+        seeds, new = rng.normal(0.6, 0.05, size=3), rng.normal(0.6, 0.05)
+        return (*prediction_interval(seeds), new)
+
+    assert coverage(one_more_seed) == pytest.approx(0.95, abs=0.02)
+    assert all(map(math.isnan, prediction_interval([0.4])))
 
 
 def test_p_value_and_interval_agree_and_one_seed_has_neither():
