@@ -644,11 +644,13 @@ def records_section(report: dict) -> list[str]:
                   "other seeds).", ""]
     if not found and not shipped:
         return lines
-    lines += [f"Each row's probes beside the records of the same runs (results/{name}_runs/, seeds {found}): "
-              "their mean, this run's difference from it, whether this run lies within their spread (the "
-              "95% prediction interval of one more seed) and the record of the same seed; and, for "
-              f"reference only, the full preset's seed-0 run, whose weights ship ({compared['shipped_steps']} "
-              f"steps, not {', '.join(map(str, sorted(set(compared['steps'].values()))))}: not the same runs).", "",
+    steps = ", ".join(map(str, sorted(set(compared["steps"].values()))))
+    lines += [(f"Each row's probes beside the records of the same runs (results/{name}_runs/, seeds {found}): "
+               "their mean, this run's difference from it, whether this run lies within their spread (the "
+               "95% prediction interval of one more seed) and the record of the same seed. " if found else "")
+              + ("The last column, for reference only: the full preset's seed-0 run (its record; the run whose "
+                 f"weights ship), trained for {compared['shipped_steps']} steps, not {steps}: not the same runs."
+                 if shipped else ""), "",
               "| row | probe | this run | records: mean [spread] | difference | within | same seed's record "
               f"| shipped ({compared['shipped_steps']} steps) |", "|---|---|---|---|---|---|---|---|"]
     dash = "—"
