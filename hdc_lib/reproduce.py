@@ -36,10 +36,11 @@ import torch
 
 from hdc_lib import viz
 from hdc_lib.checkpoint import load_checkpoint
+from hdc_lib.config import ConfigError
 from hdc_lib.data.samplers import UniformClipSampler
 from hdc_lib.data.toyworld import read_world_record
 from hdc_lib.errors import UserError
-from hdc_lib.experiment import build_dataset, build_method, load_config
+from hdc_lib.experiment import build_dataset, build_method, load_config, saved_run_config
 from hdc_lib.features import eval_transform
 from hdc_lib.probes import CHANCE, toy_probes
 from hdc_lib.provenance import code_commit, machine_description
@@ -255,7 +256,11 @@ def read_record(record: Path, cfg) -> dict | None:
     if not path.exists():
         return None
     saved = json.loads(path.read_text())
-    if saved["config"] != comparable(cfg.to_dict()):
+    try:  # through the config classes, so that knobs added since the record read as what it ran
+        then = comparable(saved_run_config(saved["config"]).to_dict())
+    except ConfigError:
+        then = None
+    if then != comparable(cfg.to_dict()):
         log.warning("%s was made with another config: training the run again", path)
         return None
     return saved["run"]
