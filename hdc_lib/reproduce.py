@@ -139,7 +139,17 @@ def finished_state(cfg) -> dict | None:
     """The final checkpoint of a finished run of exactly this config, or None."""
     final = Path(cfg.train.out_dir) / "final.pt"
     state = load_checkpoint(final) if final.exists() else None
-    return state if state is not None and state["config"] == cfg.to_dict() else None
+    return state if state is not None and same_config(state["config"], cfg) else None
+
+
+def same_config(saved: dict, cfg) -> bool:
+    """Whether a config a run or record saved stands for `cfg`: read through the config classes,
+    so that knobs added since it was saved read as what it ran; where its files live aside."""
+    try:
+        then = comparable(saved_run_config(saved).to_dict())
+    except ConfigError:
+        return False
+    return then == comparable(cfg.to_dict())
 
 
 def training_seconds(run_dir: str | Path) -> float:
@@ -156,13 +166,13 @@ def trained_model(cfg, num_classes: int, device, progress: bool, label: str | No
     state = finished_state(cfg)
     if state is None:
         try:
-            train(cfg, resume=True, progress=progress, label=label, quiet=not progress)
+            train(cfg, resume=True, progress=progress, label=label, quiet=not progress, step_lines=False)
         except ConfigMismatch as err:  # a run of an older preset or config: keep it aside, train afresh
             stale = run_dir.with_name(run_dir.name + ".stale")
             shutil.rmtree(stale, ignore_errors=True)
             run_dir.rename(stale)
             log.warning("%s; moved it to %s", err, stale)
-            train(cfg, resume=True, progress=progress, label=label, quiet=not progress)
+            train(cfg, resume=True, progress=progress, label=label, quiet=not progress, step_lines=False)
         state = load_checkpoint(final)
     return load_model(cfg, state["model"], num_classes, device)
 
@@ -256,12 +266,8 @@ def read_record(record: Path, cfg) -> dict | None:
     if not path.exists():
         return None
     saved = json.loads(path.read_text())
-    try:  # through the config classes, so that knobs added since the record read as what it ran
-        then = comparable(saved_run_config(saved["config"]).to_dict())
-    except ConfigError:
-        then = None
-    if then != comparable(cfg.to_dict()):
-        log.warning("%s was made with another config: training the run again", path)
+    if not same_config(saved["config"], cfg):
+        log.warning("%s was made with another config: the run it stands for is not this one", path)
         return None
     return saved["run"]
 

@@ -234,14 +234,15 @@ class TrainingLog:
       steps and one per epoch, each with epoch i/N, loss, learning rate, clips/s (every view
       through the backbone, all ranks), the share of time spent waiting for data, the time since
       this process started training and an estimate of the time left. `label` starts each line.
-      `quiet` drops them.
+      `quiet` drops them; `step_lines=False` keeps only the epoch lines.
     - A tqdm bar per epoch, only when `progress` and stderr is a terminal (`runtime.progress_bar`).
     """
 
-    def __init__(self, run: "Run", progress: bool, quiet: bool, label: str | None):
+    def __init__(self, run: "Run", progress: bool, quiet: bool, label: str | None, step_lines: bool = True):
         self.run, self.label = run, label
         self.enabled = run.ctx.is_main
         self.lines = self.enabled and not quiet
+        self.step_lines = step_lines
         self.bar_wanted = self.enabled and progress
         self.metrics_path = run.out / "metrics.jsonl"
         self.writer = _tensorboard(run.out) if run.cfg.train.tensorboard and self.enabled else None
@@ -537,7 +538,7 @@ def _log_step(run: Run, log: TrainingLog, steps_in_epoch: int, scalars: dict, lr
     if every or run.step == steps_in_epoch:
         log.record({"kind": "step", "epoch": run.epoch + 1, "step": run.step, "global_step": run.global_step,
                     "lr": lr, **scalars, "clips_per_s": meter.clips_per_s, "data_wait": meter.data_share})
-    if every:
+    if every and log.step_lines:
         log.say(log.progress(f"epoch {run.epoch + 1}/{tc.epochs} step {run.step}/{steps_in_epoch}",
                              scalars["loss/total"], lr, meter.clips_per_s, meter.data_share))
 
@@ -558,14 +559,15 @@ def finish_epoch(run: Run, log: TrainingLog, entry: dict, generator: torch.Gener
 
 
 def train(cfg: RunConfig, resume: bool = False, progress: bool = True, label: str | None = None,
-          quiet: bool = False, overwrite: bool = True) -> dict:
+          quiet: bool = False, overwrite: bool = True, step_lines: bool = True) -> dict:
     """Train `cfg` to the end (or until a stop signal, or `train.max_steps`).
 
     resume: continue from the newest checkpoint in train.out_dir (a line says so when there is
     none, and a finished run is not trained again). overwrite: without `resume`, whether a run
     already in train.out_dir may be replaced (`hdc pretrain` passes --overwrite; False refuses
     with RunFolderInUse). progress: a tqdm bar on a terminal; quiet: no plain progress lines;
-    label (e.g. "tc_only_rev seed0") starts each line, for runs trained side by side.
+    label (e.g. "tc_only_rev seed0") starts each line, for runs trained side by side; step_lines
+    False: only the per-epoch lines (`hdc reproduce`: one line per run per epoch).
 
     Returns a summary: the run folder, the trained method (the module itself, not a DDP wrapper),
     "interrupted" (the signal's name when one stopped the run), "finished_before" (a resumed run
@@ -581,7 +583,7 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True, label: st
     summary = {"out_dir": str(out), "interrupted": None, "epochs": cfg.train.epochs, "method": run.method,
                "precision": run.precision, "finished_before": False, "stopped_at_max_steps": False,
                "is_main": ctx.is_main}
-    training_log = TrainingLog(run, progress, quiet, label)
+    training_log = TrainingLog(run, progress, quiet, label, step_lines)
     if run.unrecorded_epoch is not None:
         finish_epoch(run, training_log, run.unrecorded_epoch, generator=None)
     if run.finished and (out / "final.pt").exists():

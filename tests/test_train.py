@@ -278,6 +278,14 @@ def test_quiet_drops_the_lines(tiny_overrides, capfd):
     assert "epoch" not in capfd.readouterr().out
 
 
+def test_without_step_lines_each_epoch_says_one_line(tiny_overrides, capfd):
+    """`hdc reproduce` trains runs side by side: one line per run per epoch, none per step."""
+    train(load_config("configs/toy/coupled.yaml", [*tiny_overrides, "train.log_every=1", "train.knn_every=0"]),
+          progress=False, label="coupled/seed0", step_lines=False)
+    lines = [LINE.match(line) for line in capfd.readouterr().out.splitlines() if "epoch" in line]
+    assert all(lines) and [(m["label"], m["epoch"], m["step"]) for m in lines] == [("coupled/seed0", "1", None), ("coupled/seed0", "2", None)]
+
+
 def test_a_new_run_refuses_a_used_folder_unless_told_to_overwrite_it(tiny_overrides, tmp_path, caplog):
     from hdc_lib.train import RunFolderInUse
 
