@@ -12,6 +12,7 @@ views                HDC's views v1, v2, v3 and the temporal reorderings of a cl
 precision            what the backbone computes in (`train.precision`)
 backbones, heads     tiny 3D ResNet and torchvision's video ResNets with per-stage taps;
                      projection heads
+receptive_field      a stage's theoretical field, and one unit's input gradient
 losses               InfoNCE (batch, queue, gathered keys, hard negatives, extra positives), NT-Xent
 moco                 key queues, the momentum encoder, cross-rank gather, shuffle BN
 contrastive          what the methods share: encoders, the `contrast` term and its logs

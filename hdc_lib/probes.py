@@ -32,6 +32,7 @@ from hdc_lib.data.toyworld import ACTIONS, NUM_OBJECTS, REVERSE, SCENES, Masks, 
 from hdc_lib.dclr import activation_map
 from hdc_lib.evaluate import fit_probes, retrieval_recall, stratified_folds
 from hdc_lib.features import eval_datasets, eval_transform, extract_features
+from hdc_lib.supervised import still
 
 
 def relative_path(dataset, position: int) -> str:
@@ -120,36 +121,60 @@ def factor_probes(train: dict[str, torch.Tensor], train_actions: torch.Tensor,
     return results
 
 
+def clips_and_masks(dataset, positions, masks: Masks, sampler, still_frame: bool = False):
+    """uint8 (N, T, H, W, C): the first clip of each item at `positions`; bool (N, T, H, W): the
+    object's mask in the same frames (`sampler` is the dataset's clip sampler), looked up by the
+    item's own video (an unreadable video is replaced by the next readable one). `still_frame`:
+    each clip's first frame repeated (the static control's view, `supervised.still`), and that
+    frame's mask repeated with it."""
+    items = [dataset[i] for i in positions]
+    clips = torch.stack([item["video"][0] for item in items])
+    clip_masks = []
+    for item in items:
+        frames = masks[relative_path(dataset, int(item["index"]))]
+        indices = sampler(len(frames))[0]
+        if still_frame:
+            indices = indices[:1].repeat(len(indices))
+        clip_masks.append(torch.from_numpy(frames[indices]))
+    return (still(clips) if still_frame else clips), torch.stack(clip_masks)
+
+
+def foreground_ratios(amaps: torch.Tensor, clip_masks: torch.Tensor) -> np.ndarray:
+    """Per clip, (sum_p A(p) m(p) / sum_p A(p)) / mean_p m(p): 1 = no preference for the object,
+    above 1 = more activation on it than its share of the frame.
+
+    amaps: (N, T', h, w) >= 0, activation maps of clips seen whole (crop_fraction=1), so maps and
+    masks are aligned; clip_masks: bool (N, T, H, W), the object in the clips' frames; m(p) is the
+    share of map cell p the object covers (the mask average-pooled to the map's grid). NaN for a
+    clip whose frames hold no object or whose map is silent: there is no preference to measure.
+    """
+    ratios = np.full(len(amaps), np.nan)
+    for row, (amap, mask) in enumerate(zip(amaps, clip_masks)):
+        coverage = F.adaptive_avg_pool3d(mask.float()[None, None].to(amap.device), amap.shape)[0, 0]
+        share = coverage.mean()
+        if share > 0 and amap.sum() > 0:
+            ratios[row] = ((amap * coverage).sum() / amap.sum() / share).item()
+    return ratios
+
+
 @torch.no_grad()
 def foreground_ratio(backbone, dataset, masks: Masks, transform, device, sampler: UniformClipSampler,
                      batch_size: int = 32, still_frame: bool = False) -> float:
-    """Mean over videos of (sum_p A(p) m(p) / sum_p A(p)) / mean_p m(p).
+    """Mean over videos of `foreground_ratios`: where the last stage looks, on each video's clip.
 
-    A is the last stage's activation map of the clip, m(p) the fraction of map cell p that the
-    object covers (its frame masks average-pooled to the map's grid). The transform must keep the
-    whole frame (crop_fraction=1) so masks and maps are aligned. `still_frame`: the transform shows
-    the clip's first frame repeated (the static control), so the mask is that frame's, repeated.
+    The transform must keep the whole frame (crop_fraction=1) so masks and maps are aligned.
+    `still_frame`: the transform shows the clip's first frame repeated (the static control), so the
+    mask is that frame's, repeated. Videos without a ratio (NaN) are left out of the mean.
     """
     was_training = backbone.training
     backbone.eval()
     ratios = []
     last = backbone.stage_names[-1]
     for start in range(0, len(dataset), batch_size):
-        positions = range(start, min(start + batch_size, len(dataset)))
-        items = [dataset[i] for i in positions]
-        clips = transform(torch.stack([it["video"][0] for it in items]).to(device))
-        amap = activation_map(backbone.features(clips, stages=(last,))[last]).float()  # (B, T', H', W')
-        for row, item in enumerate(items):
-            # the item's own index: an unreadable video is replaced by the next readable one
-            frames = masks[relative_path(dataset, int(item["index"]))]
-            indices = sampler(len(frames))[0]
-            if still_frame:
-                indices = indices[:1].repeat(len(indices))
-            mask = torch.from_numpy(frames[indices]).float()[None, None].to(device)
-            coverage = F.adaptive_avg_pool3d(mask, amap.shape[1:])[0, 0]
-            share = coverage.mean()
-            if share > 0 and amap[row].sum() > 0:
-                ratios.append(((amap[row] * coverage).sum() / amap[row].sum() / share).item())
+        clips, clip_masks = clips_and_masks(dataset, range(start, min(start + batch_size, len(dataset))), masks,
+                                            sampler, still_frame)
+        amaps = activation_map(backbone.features(transform(clips.to(device)), stages=(last,))[last]).float()
+        ratios += [r for r in foreground_ratios(amaps, clip_masks) if not np.isnan(r)]
     backbone.train(was_training)
     return float(np.mean(ratios)) if ratios else float("nan")
 

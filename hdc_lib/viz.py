@@ -3,8 +3,8 @@ panels, and the two methods drawn as schematics.
 
 Each figure function returns a matplotlib Figure (a notebook shows it as it is) and, given `path`,
 saves a small PNG there. Figures are built without pyplot, so nothing depends on the display
-backend. The activation-map helpers (`upsample_map`, `frame_maps`, `overlay`) return arrays, so a
-notebook can draw them its own way (e.g. in a widget).
+backend. The activation-map helpers (`full_frame_view`, `upsample_map`, `frame_maps`, `level_maps`,
+`overlay`) return views and arrays, so a notebook can draw them its own way (e.g. in a widget).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Rectangle
 
 from hdc_lib.dclr import activation_map
+from hdc_lib.probes import foreground_ratios
 from hdc_lib.train import read_metrics  # a run's records; the notebooks import it from here
 
 DPI = 100  # figures are read on screens and in the README: 100 dpi or more
@@ -128,14 +129,20 @@ def upsample_map(amap: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor
                          align_corners=False)[:, 0]
 
 
+def full_frame_view(model):
+    """A method's deterministic centre view of the whole frame (`augment.center`, crop_fraction=1):
+    activation maps computed on it lie over the clip's frames and the object's masks."""
+    return lambda clips: model.augment.center(clips, crop_fraction=1.0)
+
+
 @torch.no_grad()
 def frame_maps(backbone, clips: torch.Tensor, transform, stages=None, device="cpu") -> dict[str, torch.Tensor]:
     """Activation maps A(p) = sum_c f_c(p) of every requested stage, upsampled to the clips' frames.
 
     clips: uint8 (N, T, H, W, C). `transform` turns them into the model's input and must keep the
-    whole frame (e.g. `lambda c: augment.center(c, crop_fraction=1.0)`), so that map and frame are
-    aligned. Returns {stage: float (N, T, H, W)} on the CPU, raw (not rescaled; non-negative for the
-    post-ReLU stage outputs), in the backbone's eval mode.
+    whole frame (e.g. `full_frame_view(model)`), so that map and frame are aligned. Returns {stage:
+    float (N, T, H, W)} on the CPU, raw (not rescaled; non-negative for the post-ReLU stage
+    outputs), in the backbone's eval mode.
     """
     was_training = backbone.training
     backbone.eval()
@@ -218,6 +225,51 @@ def heat_rows(rows: dict[str, list[dict]], suptitle: str | None = None, alpha: f
 
 
 @torch.no_grad()
+def level_maps(model, clips: torch.Tensor, clip_masks: torch.Tensor, levels, device="cpu") -> dict[str, dict]:
+    """Each level's map of each clip, from one pass of the model's backbone (eval mode, restored
+    after) over its full-frame view: {level: {"normalised": Â (N, T, H, W), "fg_ratio": (N,)}}.
+
+    Â is the activation map A upsampled to the clip's frames (`upsample_map`) and divided by its
+    mean over the clip, so 1 is an average position and maps of different levels share one scale;
+    "fg_ratio" is each clip's `probes.foreground_ratios` at that level, against clip_masks: bool
+    (N, T, H, W), the object in the clips' frames. clips: uint8 (N, T, H, W, C).
+    """
+    backbone = model.backbone
+    was_training = backbone.training
+    backbone.eval()
+    maps = backbone.features(full_frame_view(model)(clips.to(device)), stages=tuple(levels))
+    backbone.train(was_training)
+    out = {}
+    for level in levels:
+        amap = activation_map(maps[level]).float().cpu()
+        up = upsample_map(amap, tuple(clips.shape[1:4]))
+        out[level] = {"normalised": up / up.mean(dim=(1, 2, 3), keepdim=True),
+                      "fg_ratio": foreground_ratios(amap, clip_masks)}
+    return out
+
+
+def map_grid(models: dict[str, torch.nn.Module], clips: torch.Tensor, clip_masks: torch.Tensor, titles: list[str],
+             frame: int, levels, suptitle: str | None = None, cmap: str = "magma", label_colours: dict | None = None,
+             device="cpu", path=None) -> Figure:
+    """One row per model; per clip, frame `frame`, then each level's normalised map Â over it
+    (`level_maps`), with the clip's foreground ratio at that level in the panel's corner and the
+    object's outline in white. One colour scale per row (`heat_rows`), so a model's levels compare
+    directly. titles: one per clip, above its frame in the first row."""
+    rows = {}
+    for k, (name, model) in enumerate(models.items()):
+        maps = level_maps(model, clips, clip_masks, levels, device)
+        rows[name] = []
+        for v in range(len(clips)):
+            rows[name].append({"frame": clips[v, frame], **({"title": titles[v]} if k == 0 else {})})
+            rows[name] += [{"frame": clips[v, frame], "heat": maps[level]["normalised"][v, frame],
+                            "note": f"fg {maps[level]['fg_ratio'][v]:.2f}",
+                            "outlines": [(clip_masks[v, frame], "white", "-")], **({"title": level} if k == 0 else {})}
+                           for level in levels]
+    return heat_rows(rows, suptitle, alpha=0.55, cmap=cmap, cell=0.95, label_colours=label_colours, bar_label="Â",
+                     path=path)
+
+
+@torch.no_grad()
 def activation_panels(models: dict[str, torch.nn.Module], clips: torch.Tensor, device="cpu",
                       frame: int | None = None, path=None) -> Figure:
     """Rows = videos, columns = the frame then each model's last-stage activation map over it.
@@ -235,8 +287,7 @@ def activation_panels(models: dict[str, torch.nn.Module], clips: torch.Tensor, d
     for col, (name, model) in enumerate(models.items(), start=1):
         backbone = model.backbone
         last = backbone.stage_names[-1]
-        transform = lambda c, m=model: m.augment.center(c, crop_fraction=1.0)  # noqa: E731
-        amap = frame_maps(backbone, clips, transform, stages=(last,), device=device)[last][:, frame]
+        amap = frame_maps(backbone, clips, full_frame_view(model), stages=(last,), device=device)[last][:, frame]
         for row in range(n):
             grid[row, col].imshow(overlay(clips[row, frame], amap[row]))
             if row == 0:
