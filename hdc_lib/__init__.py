@@ -28,5 +28,6 @@ reproduce            `hdc reproduce`: the ablations on the toy world, tables and
 shipped_weights      the trained weights that ship: export, manifest, checked loading
 trained_models       where a notebook's trained model comes from (`find_or_train`)
 bench/               `hdc bench`: the pipeline measured against its limits, one module per row
+notebook             what the teaching notebooks set up first: mode, world, seed, device, style
 cli, __main__        the `hdc` command (`python -m hdc_lib`)
 """

@@ -26,7 +26,7 @@ ORDER = [
     "hdc_lib.bench.augmentation", "hdc_lib.bench.stall", "hdc_lib.bench.methods", "hdc_lib.bench.precision",
     "hdc_lib.bench.scaling", "hdc_lib.bench.presets", "hdc_lib.bench.precision_probes",
     "hdc_lib.bench.notebooks", "hdc_lib.bench.report", "hdc_lib.bench.cli", "hdc_lib.bench",
-    "hdc_lib.cli", "hdc_lib.__main__",
+    "hdc_lib.notebook", "hdc_lib.cli", "hdc_lib.__main__",
 ]
 
 

@@ -1,0 +1,164 @@
+"""What the teaching notebooks (notebooks/00-08) share: the setup every one of them starts with, and
+the small tables their conclusions show.
+
+`setup_notebook` does in one call what each notebook's first cell needs: where the repository is,
+which mode it runs in (`HDC_FAST=1`, what the tests execute: a tiny world and runs of at most two
+epochs; otherwise the default world), the toy world itself (rendered if missing), the seed, the
+device and the figure style. The `NotebookSetup` it returns also gives the overrides of a notebook's
+short run, the run `find_or_train` trains when no finished run of a row exists.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from hdc_lib.data.toyworld import VERSION as WORLD_VERSION, ensure_toyworld
+
+# Fast mode's world: 8 videos per action, 24 frames of 48 px (data/toyworld_fast); the tests run on it.
+FAST_WORLD = {"videos_per_class": 8, "frames": 24, "size": 48}
+# A short run in fast mode trains at most this many epochs, and every short run uses these batches.
+FAST_SHORT_EPOCHS = 2
+SHORT_BATCH = {"fast": 16, "default": 64}
+# Matplotlib's look in every notebook: 100-dpi figures; light grid lines unless seaborn's white theme.
+FIGURE_STYLE = {"figure.dpi": 100, "savefig.dpi": 100}
+GRID_STYLE = {"font.size": 9, "axes.titlesize": 10, "legend.fontsize": 8, "axes.grid": True, "grid.alpha": 0.3}
+
+
+def repository_root() -> Path:
+    """The repository's folder: the parent of notebooks/ when run from there (Jupyter's working
+    directory is the notebook's folder), else the working directory itself."""
+    cwd = Path.cwd()
+    return cwd.parent if cwd.name == "notebooks" else cwd
+
+
+def fast_mode() -> bool:
+    """HDC_FAST=1: the tiny world and runs of at most two epochs (what `make test` executes)."""
+    return os.environ.get("HDC_FAST") == "1"
+
+
+@dataclass(frozen=True)
+class NotebookSetup:
+    """One notebook's settings, as `setup_notebook` made them."""
+
+    name: str                     # the notebook's file name without .ipynb: its run folder's name
+    fast: bool
+    root: Path
+    world: Path                   # the toy world's folder, rendered
+    world_args: dict              # its generation arguments (empty: the defaults)
+    world_rendered: bool          # whether setup_notebook rendered it just now
+    device: torch.device
+    seed: int
+    presets: tuple[str, ...]      # the `hdc reproduce` presets whose runs find_or_train may load
+    short_epochs: int             # a short run's budget in this mode
+    short_batch: int
+
+    @property
+    def mode(self) -> str:
+        return "fast" if self.fast else "default"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def run_dir(self) -> Path:
+        """Where this notebook's short runs live: one folder per world version and mode, so a run
+        of an older world, or of the other mode, is never resumed or taken for a finished one."""
+        return self.root / "runs/notebooks" / self.name / f"world{WORLD_VERSION}" / self.mode
+
+    def short_overrides(self, row: str, *extra: str, checkpoints: bool = False) -> list[str]:
+        """`find_or_train`'s `short` overrides of `row`: this notebook's world, run folder, budget and
+        seed, no kNN monitor, a metrics line every step. `checkpoints`: a checkpoint every third of
+        the run (four kept), the points of a probe curve. `extra`: further overrides, applied last."""
+        overrides = [f"data.root={self.world}", f"data.toyworld={json.dumps(self.world_args)}",
+                     f"train.out_dir={self.run_dir / row}", f"train.epochs={self.short_epochs}",
+                     f"train.batch_size={self.short_batch}", f"train.seed={self.seed}",
+                     "train.knn_every=0", "train.log_every=1"]
+        if checkpoints:
+            overrides += [f"train.checkpoint_every={max(1, self.short_epochs // 3)}", "train.keep_checkpoints=4"]
+        return overrides + list(extra)
+
+
+def style_figures(formats: str = "jpeg", seaborn: bool = False, rc: dict | None = None) -> None:
+    """Matplotlib's look for a notebook: 100-dpi figures, seaborn's white theme (font scale 0.8) or
+    light grid lines, then `rc` (matplotlib rcParams, e.g. {"legend.fontsize": 7}). `formats`: how
+    a Jupyter kernel stores inline figures; "jpeg" for photographs (several times smaller than PNG),
+    "png" for line art. Outside a kernel only the rcParams apply."""
+    if seaborn:
+        import seaborn as sns
+
+        sns.set_theme(style="white", font_scale=0.8)
+    plt.rcParams.update({**FIGURE_STYLE, **({} if seaborn else GRID_STYLE), **(rc or {})})
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None and hasattr(shell, "kernel"):
+        shell.run_line_magic("config", f"InlineBackend.figure_formats = [{formats!r}]")
+
+
+def setup_notebook(name: str, presets: tuple[str, ...] = ("toy",), short_epochs: int = 10, seed: int = 0,
+                   figures: str = "jpeg", seaborn: bool = False, rc: dict | None = None) -> NotebookSetup:
+    """Everything a notebook sets up first: its mode, the repository root, the world (rendered if
+    missing), numpy's and torch's seed, the device and the figure style (`style_figures(figures,
+    seaborn, rc)`).
+
+    presets: the `hdc reproduce` presets whose finished runs `find_or_train` may load in the default
+    mode (none in fast mode: its tiny world is not theirs). short_epochs: the budget of a short run in
+    the default mode; fast mode trains at most FAST_SHORT_EPOCHS.
+    """
+    fast, root = fast_mode(), repository_root()
+    world, world_args = (root / "data/toyworld_fast", dict(FAST_WORLD)) if fast else (root / "data/toyworld", {})
+    rendered = ensure_toyworld(world, progress=False, **world_args)["rendered"]
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    style_figures(figures, seaborn, rc)
+    return NotebookSetup(name=name, fast=fast, root=root, world=world, world_args=world_args, world_rendered=rendered,
+                         device=torch.device("cuda" if torch.cuda.is_available() else "cpu"), seed=seed,
+                         presets=() if fast else tuple(presets),
+                         short_epochs=min(FAST_SHORT_EPOCHS, short_epochs) if fast else short_epochs,
+                         short_batch=SHORT_BATCH["fast" if fast else "default"])
+
+
+def invariance_ordering(values: dict[str, dict[str, float]], levels, subtasks,
+                        decimals: int = 4) -> dict[tuple[str, str], dict]:
+    """Where the lowest level stands among each subtask's levels, for every source of per-term values
+    (HDC's premise: the lowest level is the least invariant). values: {source: {"<subtask>_<level>":
+    value}}, e.g. each term's invariance in one run. Returns {(source, subtask): {level: value
+    (rounded), "least -> most invariant": the levels in increasing order of value, "<lowest level>
+    is": "the least invariant", "the most invariant" or "in between"}}, ordered from the exact values."""
+    lowest = levels[0]
+    rows = {}
+    for source, terms in values.items():
+        for subtask in subtasks:
+            own = {level: terms[f"{subtask}_{level}"] for level in levels}
+            ranked = sorted(own, key=own.get)
+            place = ("the least invariant" if ranked[0] == lowest else
+                     "the most invariant" if ranked[-1] == lowest else "in between")
+            rows[(source, subtask)] = {**{level: round(v, decimals) for level, v in own.items()},
+                                       "least -> most invariant": " < ".join(ranked), f"{lowest} is": place}
+    return rows
+
+
+def measurement_rows(values: dict[str, dict[str, float]], decimals: dict[str, int],
+                     reference: dict[str, float] | None = None) -> list[dict]:
+    """A conclusion's small table: one row per measurement (the keys of `decimals`, in that order),
+    one column per source of `values` ({source: {measurement: value}}, e.g. per model), each value
+    rounded to its measurement's decimals as numpy (and pandas' `round`) rounds, so each equals what
+    the table it came from shows; a "reference" column (e.g. chance, or 1 for no preference) where
+    `reference` gives one."""
+    rows = []
+    for measurement, places in decimals.items():
+        row = {"measurement": measurement,
+               **{source: float(np.round(float(v[measurement]), places)) for source, v in values.items()}}
+        if reference is not None:
+            row["reference"] = reference.get(measurement)
+        rows.append(row)
+    return rows
