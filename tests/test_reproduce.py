@@ -2,10 +2,12 @@
 statistics are tested in test_stats.py."""
 import json
 
-from hdc_lib.data.toyworld import read_world_record
 import pytest
 
-from hdc_lib.reproduce import CLAIMS, HEADLINE, PRESETS, RANDOM_INIT, claim_lines, epochs_for, reproduce
+from hdc_lib.data.toyworld import read_world_record
+from hdc_lib.experiment import load_config
+from hdc_lib.reproduce import (CLAIMS, HEADLINE, PRESETS, RANDOM_INIT, claim_lines, clips_per_video, epochs_for,
+                               reproduce)
 
 
 def test_budgets_are_steps_and_every_self_supervised_row_shares_one():
@@ -14,6 +16,31 @@ def test_budgets_are_steps_and_every_self_supervised_row_shares_one():
     for preset in PRESETS.values():
         claimed = {row for _, winner, other, _, _ in CLAIMS for row in (winner, other)}
         assert claimed & set(preset.rows), preset
+
+
+def test_every_claim_compares_rows_the_full_preset_trains():
+    rows = {*PRESETS["full"].rows, RANDOM_INIT}
+    assert all({winner, other} <= rows for _, winner, other, _, _ in CLAIMS)
+
+
+def test_the_shortcut_cost_claim_compares_unbiased_minus_biased_action():
+    """DCLR's cost (0.70 - 0.66 = 0.04 per seed) against coupled's (0.20 - 0.12 = 0.08): -0.04."""
+    dclr = [{"action_unbiased": 0.70 + d, "action_biased": 0.66 + d, "fg_ratio": 1.0, "scene": 0.9}
+            for d in (-0.01, 0.0, 0.01)]
+    coupled = [{"action_unbiased": 0.20 + d, "action_biased": 0.12 + 2 * d, "fg_ratio": 1.0, "scene": 0.9}
+               for d in (-0.01, 0.0, 0.01)]
+    line = next(c for c in claim_lines({"dclr": dclr, "coupled": coupled}) if c["metric"] == "shortcut_cost")
+    assert line["difference"][0] == pytest.approx(-0.04)
+    assert line["means"] == pytest.approx([0.04, 0.08])
+
+
+@pytest.mark.parametrize("row, clips", [("coupled", 2), ("coupled_rev", 3), ("tc_only", 3), ("tc_only_nov3", 2),
+                                        ("tc_only_rev", 4), ("hdc", 3), ("sc_only", 2), ("dclr", 6),
+                                        ("supervised", 1)])
+def test_clips_per_video_counts_every_view_a_step_encodes(row, clips):
+    """By hand from docs/methods.md: coupled a, b (+ reversed a); TC v1, v2 (+ v3, + reversed v1);
+    HDC v1, v2, v3 in one pass; SC only v1, v3; DCLR v, s, d of two windows; supervised one clip."""
+    assert clips_per_video(load_config(f"configs/toy/{row}.yaml", [])) == clips
 
 
 def test_claim_lines_are_decided_after_holms_correction_over_all_of_them():
@@ -40,14 +67,14 @@ def test_smoke_reproduction_writes_the_claims_table_and_figures(tmp_path):
         assert set(HEADLINE) <= set(row)
         assert all(0.0 <= row[m][0] <= 1.0 for m in HEADLINE if m != "fg_ratio")
         assert row["fg_ratio"][0] > 0
-    rows = set(PRESETS["smoke"].rows)
+    rows = set(PRESETS["smoke"].rows) | {RANDOM_INIT}
     assert {c["claim"] for c in report["claims"]} == {c[0] for c in CLAIMS if {c[1], c[2]} <= rows}
     assert all(c["verdict"] == "inconclusive (one seed)" for c in report["claims"])
     assert report["invariance"]["levels"]  # the premise, measured on the HDC runs
     assert set(report["curves"]) == set(PRESETS["smoke"].rows)
     table = (tmp_path / "results" / "smoke_ablation.md").read_text()
     assert "hdc reproduce --preset smoke" in table and "| dclr |" in table and "| random_init |" in table
-    assert "## The claims" in table and "HDC decoupling" in table
+    assert "## The claims" in table and "Decoupling: HDC" in table and "clips/video" in table
     assert (tmp_path / "runs" / "hdc" / "seed0" / "probes.json").exists()
     saved = json.loads((tmp_path / "results" / "smoke_ablation.json").read_text())
     assert saved["preset"] == "smoke"
