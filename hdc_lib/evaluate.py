@@ -65,6 +65,25 @@ def stratified_folds(labels: torch.Tensor, k: int) -> torch.Tensor:
     return folds
 
 
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-row inner product of two (R, D+1, C) tensors."""
+    return (a * b).sum((1, 2))
+
+
+def lbfgs_direction(grad, steps, changes, inverse_curvature, scale) -> torch.Tensor:
+    """direction = -H grad by the two-loop recursion, H the L-BFGS inverse Hessian of each row
+    (from its last (s, y, 1/s.y) and initial scale s.y / y.y); steepest descent for a row where
+    -H grad would not descend."""
+    q, alphas = grad.clone(), []
+    for s, g, rho in zip(reversed(steps), reversed(changes), reversed(inverse_curvature)):
+        alphas.append(rho * _dot(s, q))
+        q -= alphas[-1][:, None, None] * g
+    q *= scale[:, None, None]
+    for s, g, rho, alpha in zip(steps, changes, inverse_curvature, reversed(alphas)):
+        q += (alpha - rho * _dot(g, q))[:, None, None] * s
+    return torch.where((_dot(grad, q) <= 0)[:, None, None], grad, q).neg()
+
+
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, present: torch.Tensor,
                  strength: float, init: torch.Tensor | None = None, tolerance: float = 1e-4,
                  max_iter: int = 1000, history: int = 10) -> torch.Tensor:
@@ -86,15 +105,12 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, present
     penalised = torch.ones(width, 1, dtype=x.dtype, device=x.device)
     penalised[0] = 0.0
 
-    def dot(a, b):  # per-row inner product of two (R, D+1, C) tensors
-        return (a * b).sum((1, 2))
-
     def objective(theta, r=slice(None)):  # loss and gradient of rows r at their theta
         logits = x[r] @ theta + absent[r]
         log_p = logits - logits.logsumexp(2, keepdim=True)  # 4x faster than log_softmax at C ~ 8
         # -log p(y_i); items outside the fit may be of an absent class (-inf): they weigh 0
         nll = (-log_p.gather(2, y[r, :, None])[..., 0]).masked_fill(unused[r], 0.0)
-        loss = (share[r] * nll).sum(1) + 0.5 * strength * dot(penalised * theta, theta)
+        loss = (share[r] * nll).sum(1) + 0.5 * strength * _dot(penalised * theta, theta)
         # dL/dtheta = sum_i w_i x_i (p_i - onehot_i) / sum w + lambda theta (bias row unpenalised)
         grad = x[r].mT @ ((log_p.exp() - onehot[r]) * share[r, :, None]) + strength * penalised * theta
         return loss, grad
@@ -109,17 +125,9 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, present
         done |= grad.abs().amax((1, 2)) <= tolerance
         if done.all():
             break
-        # Two-loop recursion: direction = -H grad, H the L-BFGS inverse Hessian of each row.
-        q, alphas = grad.clone(), []
-        for s, g, rho in zip(reversed(steps), reversed(changes), reversed(inverse_curvature)):
-            alphas.append(rho * dot(s, q))
-            q -= alphas[-1][:, None, None] * g
-        q *= scale[:, None, None]
-        for s, g, rho, alpha in zip(steps, changes, inverse_curvature, reversed(alphas)):
-            q += (alpha - rho * dot(g, q))[:, None, None] * s
-        direction = torch.where((dot(grad, q) <= 0)[:, None, None], grad, q).neg()  # else steepest
+        direction = lbfgs_direction(grad, steps, changes, inverse_curvature, scale)
         direction[done] = 0.0
-        slope = dot(grad, direction)
+        slope = _dot(grad, direction)
         # Armijo backtracking per row, re-evaluating only the rows that must step back; the very
         # first step is scaled down like torch's L-BFGS.
         t = torch.ones_like(scale) if steps else (1 / grad.abs().sum((1, 2))).clamp(max=1)
@@ -140,12 +148,12 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, present
         new_loss = torch.where(stalled, loss, new_loss)
         new_grad = torch.where(stalled[:, None, None], grad, new_grad)
         s, g = t[:, None, None] * direction, new_grad - grad
-        sy = dot(s, g)
+        sy = _dot(s, g)
         curved = sy > 1e-12  # a pair without positive curvature would break H; it then adds nothing
         inverse_curvature.append(torch.where(curved, 1 / sy.clamp_min(1e-300), 0.0))
         steps.append(s)
         changes.append(g)
-        scale = torch.where(curved, sy / dot(g, g).clamp_min(1e-300), scale)
+        scale = torch.where(curved, sy / _dot(g, g).clamp_min(1e-300), scale)
         if len(steps) > history:
             del steps[0], changes[0], inverse_curvature[0]
         theta, loss, grad = theta + s, new_loss, new_grad
