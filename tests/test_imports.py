@@ -22,7 +22,7 @@ ORDER = [
     "hdc_lib.experiment", "hdc_lib.checkpoint", "hdc_lib.runtime", "hdc_lib.features", "hdc_lib.train",
     "hdc_lib.evaluate", "hdc_lib.probes", "hdc_lib.viz", "hdc_lib.stats", "hdc_lib.provenance",
     "hdc_lib.reproduce", "hdc_lib.shipped_weights", "hdc_lib.trained_models",
-    "hdc_lib.bench.timing", "hdc_lib.bench.machine", "hdc_lib.bench.steps", "hdc_lib.bench.decode",
+    "hdc_lib.bench.timing", "hdc_lib.bench.steps", "hdc_lib.bench.decode",
     "hdc_lib.bench.augmentation", "hdc_lib.bench.stall", "hdc_lib.bench.methods", "hdc_lib.bench.precision",
     "hdc_lib.bench.scaling", "hdc_lib.bench.presets", "hdc_lib.bench.precision_probes",
     "hdc_lib.bench.notebooks", "hdc_lib.bench.report", "hdc_lib.bench.cli", "hdc_lib.bench",
