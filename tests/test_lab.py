@@ -129,7 +129,10 @@ def test_make_lab_serves_the_notebooks_with_a_kernel_that_imports_this_checkout(
     jupyter = REPO / ".venv" / "bin" / "jupyter"
     if not jupyter.exists():
         pytest.skip("no .venv here: `make lab` builds it")
-    dry_run = subprocess.run(["make", "-n", "lab"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    # `make test` runs this test: a make inside it would print make[1]'s directory lines and read its flags
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    dry_run = subprocess.run(["make", "--no-print-directory", "-n", "lab"], cwd=REPO, capture_output=True,
+                             text=True, check=True, env=env).stdout
     command = dry_run.splitlines()[-1].split()
     assert command[:3] == [".venv/bin/jupyter", "lab", "notebooks"], dry_run
     assert ("--allow-root" in command) == (os.geteuid() == 0), dry_run
