@@ -127,7 +127,8 @@ def test_windows_may_overlap_when_they_cannot_all_fit_or_may_overlap(disjoint, f
 
 def test_paper_presets_ask_for_disjoint_windows_and_toy_presets_for_nearby_ones():
     """The paper presets keep the specified views (disjoint windows, no channel shuffle); the toy
-    presets start the windows 2-8 frames apart; DCLR always uses its official sampler."""
+    presets start the windows 2-8 frames apart, DCLR's included; DCLR's paper presets use its official
+    sampler (two distinct starts anywhere)."""
     from hdc_lib.experiment import build_method, load_config
 
     for name in ("coupled", "hdc"):
@@ -137,9 +138,11 @@ def test_paper_presets_ask_for_disjoint_windows_and_toy_presets_for_nearby_ones(
         assert paper.model.augment.channel_shuffle_p == 0.0
         toy = RandomClipSampler(**build_method(load_config(REPO / f"configs/toy/{name}.yaml")).clip_request())
         assert toy.offset == (2, 8) and not toy.disjoint, name
-    for path in ("configs/toy/dclr.yaml", "configs/ucf101/dclr_r2plus1d.yaml"):
+    for path in ("configs/ucf101/dclr_r2plus1d.yaml", "configs/kinetics400/dclr_r2plus1d.yaml"):
         sampler = RandomClipSampler(**build_method(load_config(REPO / path)).clip_request())
         assert not sampler.disjoint and sampler.offset is None, path
+    toy = RandomClipSampler(**build_method(load_config(REPO / "configs/toy/dclr.yaml")).clip_request())
+    assert toy.offset == (2, 8) and not toy.disjoint
     for path in sorted(REPO.glob("configs/*/*_r2plus1d.yaml")):
         assert load_config(path).model.augment.channel_shuffle_p == 0.0, path
 
