@@ -21,3 +21,5 @@ arm E3 hdc_single model.sc_pair=independent_appearance; wait
 arm E4 hdc_single model.sc_pair=order_destroyed &
 arm E2d hdc_single model.sc_pair=third_window model.sc_detach=true; wait
 arm TC tc_only
+# The weighting check of the rule's step 4, on the reading the rule kept (E0): three levels, W1 at t = 0.01.
+arm W1 hdc model.weighting=invariance_levels model.weight_temperature=0.01
