@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-ARMS = ("E0", "E2", "E3", "E4", "E2d", "TC")
+ARMS = ("E0", "E2", "E3", "E4", "E2d", "TC", "W1")
 CANDIDATES = ("E0", "E2", "E3", "E4")
 MARGIN = 0.05  # a candidate replaces E0 only if its score exceeds E0's by more than this
 
