@@ -325,3 +325,10 @@ def test_the_render_bar_shows_without_no_progress(tmp_path, capfd):
                              'data.toyworld={"videos_per_class": 2, "frames": 8, "size": 16}'])
     build_dataset(cfg, train=True, clip_sampler=None, progress=True)
     assert "\r" in capfd.readouterr().err
+
+
+def test_the_reproduce_command_offers_every_preset():
+    from hdc_lib.cli import PRESET_NAMES
+    from hdc_lib.reproduce import PRESETS
+
+    assert set(PRESET_NAMES) == set(PRESETS)
