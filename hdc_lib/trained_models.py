@@ -11,7 +11,7 @@ import torch
 from hdc_lib.checkpoint import load_checkpoint
 from hdc_lib.errors import UserError
 from hdc_lib.experiment import build_dataset, load_config
-from hdc_lib.reproduce import (CONFIGS, PRESETS, comparable, load_model, preset_run_config, run_config,
+from hdc_lib.reproduce import (CONFIGS, PRESETS, load_model, preset_run_config, run_config, same_config,
                                trained_model)
 from hdc_lib.runtime import setup
 from hdc_lib.shipped_weights import load_shipped, manifest_path, read_manifest
@@ -34,7 +34,7 @@ def own_run(row: str, root: Path, seed: int, presets: tuple[str, ...], device):
         train_set = build_dataset(run_config(row, preset, seed, world, runs, 1), True, None)
         cfg = preset_run_config(preset, row, seed, world, runs, len(train_set))
         state = load_checkpoint(final)
-        if comparable(state["config"]) == comparable(cfg.to_dict()):
+        if same_config(state["config"], cfg):
             line = f"the `hdc reproduce --preset {name}` run ({_epochs(cfg.train.epochs)}, {final.parent.relative_to(root)})"
             return cfg, load_model(cfg, state["model"], len(train_set.classes), device), line
     return None
