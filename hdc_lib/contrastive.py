@@ -141,12 +141,15 @@ class ContrastiveMethod(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     # -- encoders ------------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor, heads: tuple[str, ...], momentum: bool = False) -> dict:
-        """Embeddings z[name] = head_name(f_stage(x)) for the named heads, from one backbone pass."""
+    def encode(self, x: torch.Tensor, heads: tuple[str, ...], momentum: bool = False,
+               detached: frozenset[str] = frozenset()) -> dict:
+        """Embeddings z[name] = head_name(f_stage(x)) for the named heads, from one backbone pass;
+        the heads named in `detached` read the maps without gradient (they train, the backbone not)."""
         encoder = self.momentum_encoder if momentum else self.online
         stages = {self.head_stages[name] for name in heads}
         maps = encoder["backbone"].features(x, stages=tuple(stages))
-        return {name: encoder["heads"][name](maps[self.head_stages[name]]) for name in heads}
+        return {name: encoder["heads"][name](maps[self.head_stages[name]].detach() if name in detached
+                                             else maps[self.head_stages[name]]) for name in heads}
 
     @torch.no_grad()
     def momentum_keys(self, encode: Callable[..., dict], *clips: torch.Tensor) -> dict:

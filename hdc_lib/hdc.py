@@ -132,26 +132,15 @@ class HDC(ContrastiveMethod):
             needed.update({"v2", *cfg.extra_hard_negatives, *(["v3"] if cfg.tc_hard_negative else [])})
         return [v for v in VIEW_ORDER if v in needed]
 
-    def _embed(self, x: torch.Tensor, momentum: bool) -> dict:
-        """{term: embedding} from one backbone pass; with `sc_detach`, SC's online heads read the
-        feature maps without gradient, so SC trains its heads but not the shared backbone."""
-        encoder = self.momentum_encoder if momentum else self.online
-        maps = encoder["backbone"].features(x, stages=tuple(set(self.head_stages.values())))
-        out = {}
-        for term in self.terms:
-            features = maps[self.head_stages[term]]
-            if self.cfg.sc_detach and term.startswith("spatial"):
-                features = features.detach()
-            out[term] = encoder["heads"][term](features)
-        return out
-
     def _encode_views(self, views: dict, momentum: bool) -> dict:
         """{term: {view: embedding}} from one backbone pass over every needed view (for the
         momentum encoder: with shuffle BN when configured, see `momentum_keys`)."""
         names = self._needed_views()
 
         def encode(*clips: torch.Tensor) -> dict:
-            embeddings = self._embed(torch.cat(clips), momentum)
+            # with `sc_detach`, SC's heads read the maps without gradient: SC trains its heads only
+            detached = frozenset(t for t in self.terms if t.startswith("spatial")) if self.cfg.sc_detach else frozenset()
+            embeddings = self.encode(torch.cat(clips), tuple(self.terms), momentum, detached)
             return {(term, view): part for term, z in embeddings.items()
                     for view, part in zip(names, z.split(clips[0].shape[0]))}
 
