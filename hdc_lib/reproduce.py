@@ -204,11 +204,14 @@ def run_probes(cfg, model, device, num_clips: int) -> dict:
 
 
 def probe_curve(cfg, num_classes: int, device, num_clips: int, steps_per_epoch: int) -> list[dict]:
-    """The headline probes at every kept checkpoint of a run (cached in the run's probe_curve.json)."""
+    """The headline probes at every kept checkpoint of a run (cached in the run's probe_curve.json);
+    for a record's folder (shipped weights: no checkpoints), the curve its run left there."""
     run_dir = Path(cfg.train.out_dir)
     cache = run_dir / "probe_curve.json"
     if cache.exists():
         return json.loads(cache.read_text())
+    if (record := run_dir / "record.json").exists():
+        return json.loads(record.read_text())["run"]["curve"] or []
     points = []
     for path in sorted(run_dir.glob("ckpt_e*_s000000.pt")):
         state = load_checkpoint(path)

@@ -64,6 +64,10 @@ def find_or_train(row: str, root: str | Path, short: list[str], seed: int = 0,
             refused = f" (the shipped weights were refused: {err})"
             continue
         entry = read_manifest(manifest)[row]
+        # The run's files that ship are its record's (metrics.jsonl thinned to every fifth step,
+        # record.json with its probes and probe-vs-step curve): read_metrics and probe_curve find
+        # them where they find a run's own.
+        cfg.train.out_dir = str((manifest.parent / entry["file"]).parent)
         print(f"{row}: the weights shipped from the `{name}` preset's run ({entry['steps']} steps, seed 0, "
               f"{(manifest.parent / entry['file']).relative_to(root)})")
         return cfg, model
