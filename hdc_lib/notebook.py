@@ -1,5 +1,7 @@
-"""What the teaching notebooks (notebooks/00-08) share: the setup every one of them starts with, and
-the small tables their conclusions show.
+"""What the teaching notebooks (notebooks/00-08) share: the setup every one of them starts with, the
+probes of the trained models they load (`trained_probes`: stored with the run or with the shipped
+weights, computed only when none are), whether results/full_ablation.json was made from the records
+now shipped (`ablation_from_records`), and the small tables their conclusions show.
 
 `setup_notebook` does in one call what each notebook's first cell needs: where the repository is,
 which mode it runs in (`HDC_FAST=1`, what the tests execute: a tiny world and runs of at most two
@@ -19,6 +21,10 @@ import numpy as np
 import torch
 
 from hdc_lib.data.toyworld import VERSION as WORLD_VERSION, ensure_toyworld
+from hdc_lib.features import eval_transform
+from hdc_lib.probes import toy_probes
+from hdc_lib.reproduce import PRESETS, run_probes
+from hdc_lib.shipped_weights import MANIFEST
 
 # Fast mode's world: 8 videos per action, 24 frames of 48 px (data/toyworld_fast); the tests run on it.
 FAST_WORLD = {"videos_per_class": 8, "frames": 24, "size": 48}
@@ -162,3 +168,82 @@ def measurement_rows(values: dict[str, dict[str, float]], decimals: dict[str, in
             row["reference"] = reference.get(measurement)
         rows.append(row)
     return rows
+
+
+def _record_folder_entry(folder: Path) -> tuple[str, dict] | None:
+    """(preset, manifest entry) of the shipped file in a record folder results/<preset>_runs/<row>/seed0/,
+    or None when the preset's manifest ships none there."""
+    manifest = folder.parent.parent / MANIFEST
+    if not manifest.exists():
+        return None
+    saved = json.loads(manifest.read_text())
+    for entry in saved["rows"].values():
+        if (manifest.parent / entry["file"]).parent.resolve() == folder.resolve():
+            return saved["preset"], entry
+    return None
+
+
+def stored_probes(run_dir: str | Path) -> tuple[dict, str, int] | None:
+    """The toy probes stored with a trained model's files, computed by nobody here: (probes, where they
+    were read, clips per video they were computed with), or None.
+
+    - a run folder (`hdc reproduce`'s own run, a notebook's short run): its probes.json, when it was
+      computed from the final.pt beside it (`reproduce.run_probes`' cache);
+    - a record folder results/<preset>_runs/<row>/seed0/ (what `find_or_train` gives as out_dir for
+      shipped weights; no final.pt there): the probes the preset's manifest lists for the file as
+      shipped (its own, possibly float16, weights), else the record's run.probes (the run's weights
+      before the export)."""
+    folder = Path(run_dir)
+    final, cache = folder / "final.pt", folder / "probes.json"
+    if final.exists():
+        if not cache.exists():
+            return None
+        saved = json.loads(cache.read_text())
+        key = {"final_size": final.stat().st_size, "final_mtime": final.stat().st_mtime_ns}
+        if {k: saved["key"].get(k) for k in key} != key:
+            return None
+        return saved["probes"], str(cache), int(saved["key"]["clips"])
+    if shipped := _record_folder_entry(folder):
+        preset, entry = shipped
+        return entry["probes"], f"{folder.parent.parent / MANIFEST} ({entry['file']} as shipped)", PRESETS[preset].eval_clips
+    record = folder / "record.json"
+    if record.exists() and folder.parent.parent.name.endswith("_runs"):
+        preset = folder.parent.parent.name[:-len("_runs")]
+        if preset in PRESETS:
+            return json.loads(record.read_text())["run"]["probes"], str(record), PRESETS[preset].eval_clips
+    return None
+
+
+def trained_probes(cfg, model, device, num_clips: int) -> tuple[dict, str]:
+    """The toy probes of a model `find_or_train` returned, and where they come from: the stored ones
+    (`stored_probes`) when they were computed with `num_clips` clips per video; else, for a run folder,
+    `reproduce.run_probes` (computed and cached beside its final.pt); else (a record folder, which is
+    the project's files and no cache) `probes.toy_probes` computed here, nothing written."""
+    folder = Path(cfg.train.out_dir)
+    stored = stored_probes(folder)
+    if stored is not None and stored[2] == num_clips:
+        return stored[0], f"read from {stored[1]}"
+    if (folder / "final.pt").exists():
+        return run_probes(cfg, model, device, num_clips), f"computed and cached in {folder / 'probes.json'}"
+    return toy_probes(cfg, model.backbone, eval_transform(model), device, num_clips), "computed here"
+
+
+def ablation_from_records(results_dir: str | Path, rows, preset: str = "full") -> tuple[dict | None, str]:
+    """results/<preset>_ablation.json, when it was made from the records now in results/<preset>_runs/
+    for every one of `rows` (each seed's probes in the report equal to its record's run.probes), and
+    a line that says so; else (None, a line that says why not: a record missing or retrained since)."""
+    results = Path(results_dir)
+    path = results / f"{preset}_ablation.json"
+    if not path.exists():
+        return None, f"{path} does not exist"
+    report = json.loads(path.read_text())
+    for row in rows:
+        if row not in report["per_seed"]:
+            return None, f"{path} has no row {row}"
+        for seed, probes in zip(report["seeds"], report["per_seed"][row]):
+            record = results / f"{preset}_runs" / row / f"seed{seed}" / "record.json"
+            if not record.exists():
+                return None, f"{path} predates the records: {record} is missing (the run is being retrained)"
+            if json.loads(record.read_text())["run"]["probes"] != probes:
+                return None, f"{path} predates the records: {row} seed {seed} was retrained since"
+    return report, f"{path} (commit {report['commit']}, seeds {report['seeds']}), made from the records of {', '.join(rows)}"

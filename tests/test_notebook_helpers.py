@@ -1,5 +1,8 @@
 """The notebooks' setup (hdc_lib/notebook.py): the mode decides the world, the presets and the budget;
 the short-run overrides are what load_config makes a run of; the seed and the figure style are set."""
+import json
+from types import SimpleNamespace
+
 import matplotlib
 import matplotlib.pyplot as plt
 import pytest
@@ -8,7 +11,7 @@ import torch
 from hdc_lib import notebook
 from hdc_lib.data.toyworld import VERSION
 from hdc_lib.experiment import load_config
-from hdc_lib.reproduce import CONFIGS
+from hdc_lib.reproduce import CONFIGS, PRESETS
 
 
 @pytest.fixture
@@ -103,3 +106,92 @@ def test_measurement_rows_round_as_the_tables_they_come_from():
     rows = notebook.measurement_rows(values, {"y": 3, "x": 1}, reference={"y": 0.5})
     assert rows == [{"measurement": "y", "a": 0.5, "b": 0.062, "reference": 0.5},      # half to even, as pandas rounds
                     {"measurement": "x", "a": 1.2, "b": 2.0, "reference": None}]
+
+
+def _write_json(path, value):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
+
+
+@pytest.fixture
+def shipped_results(tmp_path):
+    """results/full_runs/ with two rows shipped (each with its own probes in the manifest, different from
+    its record's, as float16 weights may make them) and one recorded row that ships nothing."""
+    runs = tmp_path / "results/full_runs"
+    rows = {"coupled": 0.25, "dclr": 0.5}
+    for row, value in rows.items():
+        (runs / row / "seed0").mkdir(parents=True)
+        (runs / row / "seed0/weights.pt").write_bytes(b"w")
+        _write_json(runs / row / "seed0/record.json", {"run": {"probes": {"action_unbiased": value + 0.001}}})
+    _write_json(runs / "tc_only/seed0/record.json", {"run": {"probes": {"action_unbiased": 0.75}}})
+    _write_json(runs / "shipped_weights.json", {"preset": "full", "rows": {
+        row: {"file": f"{row}/seed0/weights.pt", "probes": {"action_unbiased": value}} for row, value in rows.items()}})
+    return runs
+
+
+def test_stored_probes_of_shipped_weights_are_the_manifests_for_that_file(shipped_results):
+    clips = PRESETS["full"].eval_clips
+    for row, value in (("coupled", 0.25), ("dclr", 0.5)):      # each folder its own row's entry
+        probes, source, used = notebook.stored_probes(shipped_results / row / "seed0")
+        assert probes == {"action_unbiased": value} and used == clips and "shipped_weights.json" in source
+    # a record folder that ships no weights: its record's probes
+    probes, source, used = notebook.stored_probes(shipped_results / "tc_only/seed0")
+    assert probes == {"action_unbiased": 0.75} and source.endswith("record.json") and used == clips
+    assert notebook.stored_probes(shipped_results / "nothing/seed0") is None
+
+
+def test_trained_probes_never_write_into_a_record_folder(shipped_results, monkeypatch):
+    computed = []
+
+    def fake_toy_probes(cfg, backbone, transform, device, num_clips):
+        computed.append(num_clips)
+        return {"action_unbiased": 0.125}
+
+    monkeypatch.setattr(notebook, "toy_probes", fake_toy_probes)
+    monkeypatch.setattr(notebook, "eval_transform", lambda model: None)
+    folder = shipped_results / "dclr/seed0"
+    cfg = SimpleNamespace(train=SimpleNamespace(out_dir=str(folder)))
+    model = SimpleNamespace(backbone=None)
+    before = sorted(p.name for p in folder.iterdir())
+    clips = PRESETS["full"].eval_clips
+    assert notebook.trained_probes(cfg, model, "cpu", clips)[0] == {"action_unbiased": 0.5} and computed == []
+    probes, source = notebook.trained_probes(cfg, model, "cpu", clips + 1)    # not what is stored: computed
+    assert probes == {"action_unbiased": 0.125} and computed == [clips + 1] and source == "computed here"
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_trained_probes_of_a_run_folder_read_its_cache_only_for_its_final_pt(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "final.pt").write_bytes(b"model")
+    calls = []
+    monkeypatch.setattr(notebook, "run_probes", lambda cfg, model, device, clips: calls.append(clips) or {"x": 1.0})
+    cfg = SimpleNamespace(train=SimpleNamespace(out_dir=str(run)))
+    assert notebook.stored_probes(run) is None                       # no cache yet
+    assert notebook.trained_probes(cfg, None, "cpu", 2) == ({"x": 1.0}, f"computed and cached in {run / 'probes.json'}")
+    stat = (run / "final.pt").stat()
+    _write_json(run / "probes.json", {"key": {"final_size": stat.st_size, "final_mtime": stat.st_mtime_ns, "clips": 2},
+                                      "probes": {"x": 0.5}})
+    assert notebook.trained_probes(cfg, None, "cpu", 2)[0] == {"x": 0.5} and calls == [2]
+    assert notebook.trained_probes(cfg, None, "cpu", 4)[0] == {"x": 1.0} and calls == [2, 4]   # other clips
+    (run / "final.pt").write_bytes(b"another model")                # retrained: the cache is stale
+    assert notebook.stored_probes(run) is None
+
+
+def test_ablation_from_records_only_when_every_seed_matches_its_record(tmp_path):
+    results = tmp_path / "results"
+    per_seed = {"hdc": [{"a": 0.2}, {"a": 0.3}], "hdc_uniform": [{"a": 0.4}, {"a": 0.5}], "random_init": [{"a": 0.1}]}
+    _write_json(results / "full_ablation.json", {"commit": "abc", "seeds": [0, 1], "per_seed": per_seed, "claims": []})
+    for row in ("hdc", "hdc_uniform"):
+        for seed, probes in enumerate(per_seed[row]):
+            _write_json(results / f"full_runs/{row}/seed{seed}/record.json", {"run": {"probes": probes}})
+    report, line = notebook.ablation_from_records(results, ("hdc", "hdc_uniform"))
+    assert report["commit"] == "abc" and "made from the records" in line
+    _write_json(results / "full_runs/hdc/seed1/record.json", {"run": {"probes": {"a": 0.31}}})   # retrained
+    report, line = notebook.ablation_from_records(results, ("hdc", "hdc_uniform"))
+    assert report is None and "hdc seed 1 was retrained" in line
+    assert notebook.ablation_from_records(results, ("hdc_uniform",))[0] is not None     # its own records still match
+    (results / "full_runs/hdc_uniform/seed0/record.json").unlink()
+    assert "missing" in notebook.ablation_from_records(results, ("hdc_uniform",))[1]
+    assert notebook.ablation_from_records(results, ("sc_only",))[0] is None
+    assert notebook.ablation_from_records(tmp_path / "elsewhere", ("hdc",))[0] is None
