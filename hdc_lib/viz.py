@@ -8,7 +8,6 @@ backend. The activation-map helpers (`full_frame_view`, `upsample_map`, `frame_m
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +21,6 @@ from hdc_lib.probes import foreground_ratios
 from hdc_lib.train import read_metrics  # a run's records; the notebooks import it from here
 
 DPI = 100  # figures are read on screens and in the README: 100 dpi or more
-# The manifest of a preset's shipped weights, results/<preset>_runs/shipped_weights.json
-# (hdc_lib.shipped_weights.MANIFEST; named here because shipped_weights imports this module).
-SHIPPED_MANIFEST = "shipped_weights.json"
 
 
 def _save(fig: Figure, path: str | Path | None) -> Figure:
@@ -32,22 +28,6 @@ def _save(fig: Figure, path: str | Path | None) -> Figure:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=DPI, bbox_inches="tight")
     return fig
-
-
-def shipped_probes(out_dir: str | Path) -> dict[str, float] | None:
-    """The toy-world probes of the weights shipped in a record folder (results/<preset>_runs/<row>/
-    seed0/, the `train.out_dir` of a model `find_or_train` loaded from them), as the preset's
-    manifest two folders up lists them: computed on the very tensors that ship (float16 where they
-    ship so), with the preset's evaluation clips, when they were exported. None when no manifest
-    lists weights in that folder (a run's own folder: `reproduce.run_probes` reads its probes.json)."""
-    folder = Path(out_dir).resolve()
-    manifest = folder.parent.parent / SHIPPED_MANIFEST
-    if not manifest.exists():
-        return None
-    for entry in json.loads(manifest.read_text())["rows"].values():
-        if (manifest.parent / entry["file"]).resolve().parent == folder:
-            return dict(entry["probes"])
-    return None
 
 
 def ablation_bars(table: dict[str, dict[str, tuple[float, float, float]]], metrics: tuple[str, ...],

@@ -1,8 +1,5 @@
 """Activation-map drawing helpers (hdc_lib/viz.py): upsampling to the frames, maps of every stage,
 the overlay's pixel values, and the figures that use them."""
-import json
-from pathlib import Path
-
 import matplotlib
 import numpy as np
 import pytest
@@ -13,8 +10,7 @@ from matplotlib.figure import Figure
 from hdc_lib.augment import AugmentConfig, SpatialAugment
 from hdc_lib.backbones import build_backbone
 from hdc_lib.dclr import activation_map
-from hdc_lib.viz import (SHIPPED_MANIFEST, activation_panels, frame_maps, heat_rows, overlay, probe_curves, row_styles,
-                         shipped_probes, upsample_map)
+from hdc_lib.viz import activation_panels, frame_maps, heat_rows, overlay, probe_curves, row_styles, upsample_map
 
 JET = matplotlib.colormaps["jet"]
 
@@ -199,39 +195,3 @@ def test_method_schematics_are_drawn_and_saved_legibly(tmp_path, draw):
     assert ("v3 = S(b; θ1)" in texts and "SC positive" in texts) if draw == "hdc_schematic" else \
         ("ℓ(z_vd, k_dv)" in texts and "s: one frame" in texts)
     assert imread(path).shape[1] >= 1000  # 11 inches at 100 dpi, less the trimmed margins
-
-
-def _write_manifest(results, rows):
-    """A preset's manifest in shipped_weights' format: {row: entry}, each entry's file relative to it."""
-    folder = results / "full_runs"
-    for row in rows:
-        (folder / row / "seed0").mkdir(parents=True)
-        (folder / row / "seed0" / "weights.pt").write_bytes(b"")
-    entries = {row: {"file": f"{row}/seed0/weights.pt", "probes": probes} for row, probes in rows.items()}
-    (folder / SHIPPED_MANIFEST).write_text(json.dumps({"preset": "full", "rows": entries}))
-    return folder
-
-
-def test_shipped_probes_are_the_manifest_entry_of_that_folder(tmp_path):
-    """Each record folder gets its own row's probes (never another row's), however the folder is
-    spelled; a folder the manifest does not list, or one with no manifest above it, gets None."""
-    rows = {"tc_only": {"action_unbiased": 0.75, "direction": 0.9}, "coupled": {"action_unbiased": 0.5, "direction": 0.8}}
-    folder = _write_manifest(tmp_path, rows)
-    for row, probes in rows.items():
-        assert shipped_probes(folder / row / "seed0") == probes
-        assert shipped_probes(str(folder / row / ".." / row / "seed0")) == probes
-    (tmp_path / "link").symlink_to(folder / "coupled" / "seed0")
-    assert shipped_probes(tmp_path / "link") == rows["coupled"]
-    (folder / "sc_only" / "seed0").mkdir(parents=True)
-    assert shipped_probes(folder / "sc_only" / "seed0") is None          # not listed
-    assert shipped_probes(tmp_path / "runs" / "tc_only" / "seed0") is None  # no manifest two folders up
-    got = shipped_probes(folder / "tc_only" / "seed0")
-    got["direction"] = 0.0                                               # a copy: the caller may edit it
-    assert shipped_probes(folder / "tc_only" / "seed0") == rows["tc_only"]
-
-
-def test_shipped_probes_read_the_manifest_shipped_weights_writes():
-    from hdc_lib.shipped_weights import MANIFEST, manifest_path
-
-    assert SHIPPED_MANIFEST == MANIFEST
-    assert manifest_path("results", "full") == Path("results") / "full_runs" / SHIPPED_MANIFEST
