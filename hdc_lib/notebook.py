@@ -25,6 +25,7 @@ from hdc_lib.features import eval_transform
 from hdc_lib.probes import toy_probes
 from hdc_lib.reproduce import PRESETS, run_probes
 from hdc_lib.shipped_weights import MANIFEST
+from hdc_lib.viz import read_metrics
 
 # Fast mode's world: 8 videos per action, 24 frames of 48 px (data/toyworld_fast); the tests run on it.
 FAST_WORLD = {"videos_per_class": 8, "frames": 24, "size": 48}
@@ -247,3 +248,11 @@ def ablation_from_records(results_dir: str | Path, rows, preset: str = "full") -
             if json.loads(record.read_text())["run"]["probes"] != probes:
                 return None, f"{path} predates the records: {row} seed {seed} was retrained since"
     return report, f"{path} (commit {report['commit']}, seeds {report['seeds']}), made from the records of {', '.join(rows)}"
+
+
+def optimiser_steps(cfg, train_videos: int) -> int:
+    """How many optimiser steps a run took: its epoch records times the steps of one epoch (the train
+    videos in whole global batches, the last incomplete one dropped, as `train.epoch_batches` cuts them).
+    A record (shipped weights) keeps only every fifth step record, so its last step record is not the
+    run's last step."""
+    return len(read_metrics(cfg.train.out_dir, "epoch")) * (train_videos // cfg.train.batch_size)

@@ -195,3 +195,27 @@ def test_ablation_from_records_only_when_every_seed_matches_its_record(tmp_path)
     assert "missing" in notebook.ablation_from_records(results, ("hdc_uniform",))[1]
     assert notebook.ablation_from_records(results, ("sc_only",))[0] is None
     assert notebook.ablation_from_records(tmp_path / "elsewhere", ("hdc",))[0] is None
+
+
+def test_optimiser_steps_counts_a_thinned_record_as_its_whole_run(tmp_path):
+    # a run of 3 epochs of 4 steps (69 train videos in batches of 16, the last 5 dropped), every step logged
+    lines, per_epoch = [], 69 // 16
+    for epoch in range(3):
+        for step in range(per_epoch):
+            lines.append({"kind": "step", "epoch": epoch, "step": step, "global_step": epoch * per_epoch + step + 1})
+        lines.append({"kind": "epoch", "epoch": epoch})
+    full, record = tmp_path / "run", tmp_path / "record"
+
+    def write_lines(folder, kept):
+        folder.mkdir()
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in kept))
+
+    write_lines(full, lines)
+    steps = [line for line in lines if line["kind"] == "step"]
+    write_lines(record, [line for line in lines if line["kind"] == "epoch" or steps.index(line) % 5 == 0])
+    last_logged = steps[-1]["global_step"]                            # the naive count: the last step record
+    for folder in (full, record):
+        cfg = SimpleNamespace(train=SimpleNamespace(out_dir=str(folder), batch_size=16))
+        assert notebook.optimiser_steps(cfg, 69) == last_logged == 12
+    thinned = [json.loads(line) for line in (record / "metrics.jsonl").read_text().splitlines()]
+    assert [line["global_step"] for line in thinned if line["kind"] == "step"][-1] != 12   # why the helper exists
