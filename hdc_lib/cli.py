@@ -142,7 +142,7 @@ def run_eval(args) -> int:
 
 
 # hdc_lib.reproduce.PRESETS' names (kept here so that `hdc --help` imports no torch; a test checks them)
-PRESET_NAMES = ("toy", "toy_reference", "full", "readings", "smoke")
+PRESET_NAMES = ("toy", "toy_reference", "full", "readings", "convergence", "smoke")
 
 
 def add_reproduce_parser(subparsers) -> None:
@@ -153,7 +153,8 @@ def add_reproduce_parser(subparsers) -> None:
     parser.add_argument("--preset", choices=PRESET_NAMES, default="toy",
                         help="toy: make demo's rows (< 25 min); toy_reference: the same over 3 seeds, "
                         "recorded; full: every row, 3 seeds, 1800 steps, recorded; readings: HDC's "
-                        "dropped readings at seed 0, recorded; smoke: a minute-scale check")
+                        "dropped readings at seed 0, recorded; convergence: the best row and its "
+                        "control at 3600 steps, seed 0, recorded; smoke: a minute-scale check")
     parser.add_argument("--world", help="toy-world folder (default data/toyworld[_smoke])")
     parser.add_argument("--runs", help="where the runs go (default runs/reproduce/<preset>)")
     parser.add_argument("--results", default="results")

@@ -60,6 +60,9 @@ RANDOM_INIT = "random_init"
 # The headline probes (last stage) in the order the tables show them; docs/methods.md, "Toy-world probes".
 HEADLINE = ("action_unbiased", "direction", "action_biased", "object", "scene", "fg_ratio")
 CURVE_METRICS = ("action_unbiased", "direction", "scene")
+# A row has converged at the full preset's budget when twice the budget moves its action_unbiased
+# by at most this much (results/hdc_readings.md, fixed before the runs).
+CONVERGED_WITHIN = 0.03
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,11 @@ PRESETS = {
     # HDC's readings that the rule of results/hdc_readings.md dropped, on the test world at seed 0,
     # beside the kept reading (E0, hdc_single) trained the same way (results/readings_runs/).
     "readings": Preset(rows=("hdc_single", *READINGS), steps=1800, supervised_steps=1800, seeds=(0,), records=True),
+    # Is 1800 steps converged? The full preset's best self-supervised row and its control at twice
+    # the budget, seed 0 (results/hdc_readings.md: converged when action_unbiased moves by at most
+    # CONVERGED_WITHIN from the full preset's 1800-step record of the same row and seed).
+    "convergence": Preset(rows=("tc_only_rev", "coupled_rev"), steps=3600, supervised_steps=3600, seeds=(0,),
+                          curve_points=10, records=True),
     # One of each kind of row (a baseline, a control, a decoupled row, hierarchy, DCLR, a reference).
     "smoke": Preset(rows=("coupled", "coupled_rev", "tc_only_rev", "hdc", "dclr", "supervised_static"),
                     steps=1, supervised_steps=1, seeds=(0,),
@@ -531,7 +539,7 @@ def summarise(plan: Plan, finished: list[dict], device, started: float, parallel
             "trained_here": sum(bool(done.get("trained_here")) for done in finished), "runs": len(plan.tasks),
             "claims": claim_lines(per_seed), "invariance": invariance_premise(hdc_runs(plan)),
             "table": table, "per_seed": per_seed, "curves": curves,
-            "against_records": against_records(plan, per_seed),
+            "against_records": against_records(plan, per_seed), "convergence": convergence(plan, per_seed),
             "commit": plan.commit, "machine": machine_description(device), "jobs": list(parallel),
             "run_commits": sorted({json.loads((t["record"] / "record.json").read_text())["commit"]
                                    for t in plan.tasks}) if preset.records else None}
@@ -568,6 +576,36 @@ def against_records(plan: Plan, per_seed: dict[str, list[dict]]) -> dict | None:
                             "same_seed": same[m] if same else None, "shipped": shipped[m] if shipped else None}
     return {"reference": plan.preset.reference, "steps": {row: plan.epochs[row] * plan.steps_per_epoch for row in rows},
             "shipped_steps": full.steps, "rows": rows}
+
+
+def full_budget_records(plan: Plan) -> dict[str, dict]:
+    """The full preset's records of the `convergence` preset's rows at its seed (checked before
+    anything trains: a missing one is a UserError naming the command that makes it)."""
+    full, seed = PRESETS["full"], plan.preset.seeds[0]
+    records = {}
+    for row in plan.preset.rows:
+        cfg = preset_run_config(full, row, seed, plan.world_dir, plan.runs_dir, plan.train_videos)
+        records[row] = read_record(plan.results / "full_runs" / row / f"seed{seed}", cfg)
+        if records[row] is None:
+            raise UserError(f"no record of {row} seed {seed} in the full preset: `hdc reproduce --preset full "
+                            f"--rows {row} --seeds {seed}` trains it", plan.results / "full_runs")
+    return records
+
+
+def convergence(plan: Plan, per_seed: dict[str, list[dict]]) -> dict | None:
+    """The `convergence` preset's verdict per row: its action_unbiased at twice the budget against
+    the full preset's record of the same row and seed (1800 steps); converged when they differ by at
+    most CONVERGED_WITHIN (results/hdc_readings.md, fixed before the runs). None for other presets."""
+    if plan.name != "convergence":
+        return None
+    full, seed = PRESETS["full"], plan.preset.seeds[0]
+    rows = {}
+    for row, record in full_budget_records(plan).items():
+        short, long = record["probes"]["action_unbiased"], per_seed[row][0]["action_unbiased"]
+        rows[row] = {"full_steps": row_epochs(full, row, plan.train_videos) * plan.steps_per_epoch, "full": short,
+                     "steps": plan.epochs[row] * plan.steps_per_epoch, "long": long,
+                     "change": long - short, "converged": abs(long - short) <= CONVERGED_WITHIN}
+    return {"metric": "action_unbiased", "within": CONVERGED_WITHIN, "seed": seed, "rows": rows}
 
 
 def draw_figures(plan: Plan, report: dict, figures_dir: str | Path, device) -> None:
@@ -613,6 +651,8 @@ def reproduce(preset_name: str = "toy", world_dir: str | Path | None = None,
     started = time.perf_counter()
     device = setup().device
     plan = plan_runs(preset_name, world_dir, runs_dir, results_dir, rows, seeds)
+    if plan.name == "convergence":
+        full_budget_records(plan)  # what its runs are compared with, before hours of training
     finished, jobs, threads = run_all(plan, device, jobs, progress, started)
     if plan.subset:
         for done in finished:
@@ -690,7 +730,24 @@ def markdown_report(report: dict) -> str:
                   "|---|" + "---|" * len(others)]
         for row, values in report["table"].items():
             lines.append(f"| {row} | " + " | ".join(f"{values[m][0]:.3f}" for m in others) + " |")
-    return "\n".join(lines + records_section(report)) + "\n"
+    return "\n".join(lines + convergence_section(report) + records_section(report)) + "\n"
+
+
+def convergence_section(report: dict) -> list[str]:
+    """The `convergence` preset's verdicts (`convergence`), when the report has them."""
+    check = report.get("convergence")
+    if not check:
+        return []
+    lines = ["", "## Is the full preset's budget converged?", "",
+             f"Each row at twice the budget (its own schedule, seed {check['seed']}) against the full preset's "
+             f"record of the same row and seed: converged when {check['metric']} moves by at most "
+             f"{check['within']} (rule fixed before the runs, results/hdc_readings.md).", "",
+             f"| row | {check['metric']} at the full budget | at twice it | change | converged |", "|---|---|---|---|---|"]
+    for row, c in check["rows"].items():
+        verdict = "yes" if c["converged"] else f"**no**: the tables say \"at {c['full_steps']} steps\""
+        lines.append(f"| {row} | {c['full']:.3f} ({c['full_steps']} steps) | {c['long']:.3f} ({c['steps']} steps) | "
+                     f"{c['change']:+.3f} | {verdict} |")
+    return lines
 
 
 def records_section(report: dict) -> list[str]:

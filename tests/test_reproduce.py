@@ -231,3 +231,40 @@ def test_the_demo_sets_its_runs_beside_the_records_of_the_same_runs(tmp_path, mo
     table = (tmp_path / "results" / "tinydemo_ablation.md").read_text()
     this = report["per_seed"]["coupled"][0]["action_unbiased"]
     assert f"| coupled | action_unbiased | {this:.3f} | " in table and f" | yes | {this:.3f} | {this:.3f} |" in table
+
+
+def test_the_convergence_preset_compares_twice_the_budget_with_the_full_record(tmp_path, monkeypatch):
+    """Each row at twice the budget against the full preset's record of the same row and seed:
+    converged when action_unbiased moves by at most CONVERGED_WITHIN; without that record, one line
+    says how to make it."""
+    import dataclasses
+
+    from hdc_lib.errors import UserError
+    from hdc_lib.reproduce import CONVERGED_WITHIN
+
+    full = dataclasses.replace(PRESETS["smoke"], rows=("coupled",), records=True, curve_points=0)
+    monkeypatch.setitem(PRESETS, "full", full)
+    dirs = dict(world_dir=tmp_path / "world", runs_dir=tmp_path / "runs", results_dir=tmp_path / "results",
+                figures_dir=tmp_path / "figures", progress=False, jobs=1)
+    one_epoch = reproduce("full", **dirs)["steps"]["coupled"]
+    monkeypatch.setitem(PRESETS, "convergence", dataclasses.replace(full, steps=2 * one_epoch))
+    with pytest.raises(UserError, match="no record of coupled seed 0 in the full preset: `hdc reproduce --preset full "
+                                        "--rows coupled --seeds 0` trains it"):
+        reproduce("convergence", **{**dirs, "runs_dir": tmp_path / "long", "results_dir": tmp_path / "elsewhere"})
+    assert not (tmp_path / "long").exists()   # refused before anything trained
+    assert reproduce("convergence", **{**dirs, "runs_dir": tmp_path / "long"})["trained_here"] == 1
+    record_path = tmp_path / "results" / "full_runs" / "coupled" / "seed0" / "record.json"
+    saved = json.loads(record_path.read_text())
+    long = json.loads((tmp_path / "results" / "convergence_runs" / "coupled" / "seed0" / "record.json").read_text())
+    twice = long["run"]["probes"]["action_unbiased"]
+    assert long["config"]["train"]["epochs"] == 2 * saved["config"]["train"]["epochs"]
+    for moved, converged in ((0.0, True), (CONVERGED_WITHIN - 0.005, True), (CONVERGED_WITHIN + 0.005, False),
+                             (-(CONVERGED_WITHIN + 0.005), False)):
+        saved["run"]["probes"]["action_unbiased"] = twice - moved     # the full record, moved by hand
+        record_path.write_text(json.dumps(saved))
+        check = reproduce("convergence", **{**dirs, "runs_dir": tmp_path / "long"})["convergence"]["rows"]["coupled"]
+        assert check["full"] == twice - moved and check["long"] == twice
+        assert check["converged"] is converged, moved
+    table = (tmp_path / "results" / "convergence_ablation.md").read_text()
+    assert f'| coupled | {twice - moved:.3f} ({one_epoch} steps) | {twice:.3f} ({2 * one_epoch} steps) |' in table
+    assert f'**no**: the tables say "at {one_epoch} steps"' in table
