@@ -184,7 +184,13 @@ def _record_folder_entry(folder: Path) -> tuple[str, dict] | None:
     return None
 
 
-def stored_probes(run_dir: str | Path) -> tuple[dict, str, int] | None:
+def _shown(path: Path, root: Path | None) -> str:
+    """A path as a notebook prints it: relative to the repository root when under it."""
+    return str(path.resolve().relative_to(root.resolve())) if root is not None and path.resolve().is_relative_to(
+        root.resolve()) else str(path)
+
+
+def stored_probes(run_dir: str | Path, root: str | Path | None = None) -> tuple[dict, str, int] | None:
     """The toy probes stored with a trained model's files, computed by nobody here: (probes, where they
     were read, clips per video they were computed with), or None.
 
@@ -193,8 +199,9 @@ def stored_probes(run_dir: str | Path) -> tuple[dict, str, int] | None:
     - a record folder results/<preset>_runs/<row>/seed0/ (what `find_or_train` gives as out_dir for
       shipped weights; no final.pt there): the probes the preset's manifest lists for the file as
       shipped (its own, possibly float16, weights), else the record's run.probes (the run's weights
-      before the export)."""
-    folder = Path(run_dir)
+      before the export).
+    `root`: where paths are shown relative to (the repository's root)."""
+    folder, root = Path(run_dir), None if root is None else Path(root)
     final, cache = folder / "final.pt", folder / "probes.json"
     if final.exists():
         if not cache.exists():
@@ -203,29 +210,31 @@ def stored_probes(run_dir: str | Path) -> tuple[dict, str, int] | None:
         key = {"final_size": final.stat().st_size, "final_mtime": final.stat().st_mtime_ns}
         if {k: saved["key"].get(k) for k in key} != key:
             return None
-        return saved["probes"], str(cache), int(saved["key"]["clips"])
+        return saved["probes"], _shown(cache, root), int(saved["key"]["clips"])
     if shipped := _record_folder_entry(folder):
         preset, entry = shipped
-        return entry["probes"], f"{folder.parent.parent / MANIFEST} ({entry['file']} as shipped)", PRESETS[preset].eval_clips
+        shown = _shown(folder.parent.parent / MANIFEST, root)
+        return entry["probes"], f"{shown} ({entry['file']} as shipped)", PRESETS[preset].eval_clips
     record = folder / "record.json"
     if record.exists() and folder.parent.parent.name.endswith("_runs"):
         preset = folder.parent.parent.name[:-len("_runs")]
         if preset in PRESETS:
-            return json.loads(record.read_text())["run"]["probes"], str(record), PRESETS[preset].eval_clips
+            return json.loads(record.read_text())["run"]["probes"], _shown(record, root), PRESETS[preset].eval_clips
     return None
 
 
-def trained_probes(cfg, model, device, num_clips: int) -> tuple[dict, str]:
+def trained_probes(cfg, model, device, num_clips: int, root: str | Path | None = None) -> tuple[dict, str]:
     """The toy probes of a model `find_or_train` returned, and where they come from: the stored ones
     (`stored_probes`) when they were computed with `num_clips` clips per video; else, for a run folder,
     `reproduce.run_probes` (computed and cached beside its final.pt); else (a record folder, which is
-    the project's files and no cache) `probes.toy_probes` computed here, nothing written."""
-    folder = Path(cfg.train.out_dir)
-    stored = stored_probes(folder)
+    the project's files and no cache) `probes.toy_probes` computed here, nothing written. `root`: where
+    the paths it names are shown relative to."""
+    folder, root = Path(cfg.train.out_dir), None if root is None else Path(root)
+    stored = stored_probes(folder, root)
     if stored is not None and stored[2] == num_clips:
         return stored[0], f"read from {stored[1]}"
     if (folder / "final.pt").exists():
-        return run_probes(cfg, model, device, num_clips), f"computed and cached in {folder / 'probes.json'}"
+        return run_probes(cfg, model, device, num_clips), f"computed and cached in {_shown(folder / 'probes.json', root)}"
     return toy_probes(cfg, model.backbone, eval_transform(model), device, num_clips), "computed here"
 
 

@@ -138,6 +138,10 @@ def test_stored_probes_of_shipped_weights_are_the_manifests_for_that_file(shippe
     probes, source, used = notebook.stored_probes(shipped_results / "tc_only/seed0")
     assert probes == {"action_unbiased": 0.75} and source.endswith("record.json") and used == clips
     assert notebook.stored_probes(shipped_results / "nothing/seed0") is None
+    # shown relative to the repository's root when asked
+    root = shipped_results.parent.parent
+    assert notebook.stored_probes(shipped_results / "dclr/seed0", root)[1] == \
+        "results/full_runs/shipped_weights.json (dclr/seed0/weights.pt as shipped)"
 
 
 def test_trained_probes_never_write_into_a_record_folder(shipped_results, monkeypatch):
