@@ -1,7 +1,7 @@
 """Trained weights that ship with the project, so that a clone can show every method trained
 without training it: the seed-0 run of each row of a preset, cut down to what the notebooks read
 (the backbone and the row's named parts), in half precision where that moves no probe by more than
-FP16_TOLERANCE, next to the run's record in results/<preset>_runs/<row>/seed0/weights.pt.
+FP16_TOLERANCE (and where float32 would not fit in MAX_ROW_BYTES: see export_run), next to the run's record in results/<preset>_runs/<row>/seed0/weights.pt.
 
 One manifest per preset, results/<preset>_runs/shipped_weights.json, says for each file its
 sha256 and size, the run's config, the toy-world version, the commit the run was trained at, its
@@ -148,21 +148,29 @@ class HalfPrecisionTrial:
 
 
 def export_run(plan: Plan, trial: HalfPrecisionTrial, manifest: Path, entries: dict, device) -> dict:
-    """Write a run's shipped file beside its record (float16 when that moved no probe by more than
-    FP16_TOLERANCE, float32 otherwise) and return its manifest entry. The size limits are checked
-    with the file written aside: a file over them is removed and refused, the shipped one kept."""
+    """Write a run's shipped file beside its record and return its manifest entry. Float16 when that
+    moved no probe by more than FP16_TOLERANCE, float32 otherwise; but when float32 is over
+    MAX_ROW_BYTES the two limits cannot both hold, and the size limit wins: float16 all the same,
+    marked `over_tolerance` in the manifest with the change it causes (its probes are the float16
+    model's own). The size limits are checked with the file written aside: a file over them is
+    removed and refused, the shipped one kept."""
     folder = plan.sources / trial.row / f"seed{trial.seed}"
-    tensors = half(trial.part) if trial.fp16 else trial.part
-    staged = save_checkpoint(folder / (WEIGHTS + ".export"), tensors)
+    fp16 = trial.fp16
+    staged = save_checkpoint(folder / (WEIGHTS + ".export"), half(trial.part) if fp16 else trial.part)
+    over_tolerance = not fp16 and staged.stat().st_size > MAX_ROW_BYTES
+    if over_tolerance:
+        fp16 = True
+        staged = save_checkpoint(staged, half(trial.part))
     record = folder / "record.json"
     entry = {"file": str((folder / WEIGHTS).relative_to(manifest.parent)), "sha256": sha256(staged),
-             "bytes": staged.stat().st_size, "dtype": "float16" if trial.fp16 else "float32",
-             "fp16_probe_change": [trial.change, trial.metric], "config": comparable(trial.cfg.to_dict()),
+             "bytes": staged.stat().st_size, "dtype": "float16" if fp16 else "float32",
+             "fp16_probe_change": [trial.change, trial.metric], "over_tolerance": over_tolerance,
+             "config": comparable(trial.cfg.to_dict()),
              "world_version": WORLD_VERSION, "train_videos": plan.train_videos, "num_classes": plan.num_actions,
              "steps": plan.epochs[trial.row] * plan.steps_per_epoch,
              "trained_at": json.loads(record.read_text())["commit"] if record.exists() else "unknown (no record)",
-             "exported_at": code_commit(), "probes": trial.half_probes if trial.fp16 else trial.full_probes,
-             "fingerprint": fingerprint(trial.cfg, trial.halved if trial.fp16 else trial.full, device)}
+             "exported_at": code_commit(), "probes": trial.half_probes if fp16 else trial.full_probes,
+             "fingerprint": fingerprint(trial.cfg, trial.halved if fp16 else trial.full, device)}
     try:
         check_sizes({**entries, trial.row: entry}, manifest)
     except UserError:
@@ -183,7 +191,9 @@ def export_weights(plan: Plan, rows: tuple[str, ...], device) -> dict[str, dict]
         trial = HalfPrecisionTrial(plan, row, device)
         entries[row] = export_run(plan, trial, manifest, entries, device)
         manifest.write_text(json.dumps({"preset": plan.name, "rows": entries}, indent=1) + "\n")
-        print(f"{trial.line()}; shipped in {entries[row]['dtype']}, {entries[row]['bytes'] / 1e6:.2f} MB "
+        why = (f" (float32 would be over the {MAX_ROW_BYTES / 1e6:g} MB a row may ship: its shipped probes "
+               "are the float16 model's own)") if entries[row]["over_tolerance"] else ""
+        print(f"{trial.line()}; shipped in {entries[row]['dtype']}{why}, {entries[row]['bytes'] / 1e6:.2f} MB "
               f"({manifest.parent / entries[row]['file']})", flush=True)
     return entries
 
