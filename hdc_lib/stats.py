@@ -70,10 +70,10 @@ def holm(p_values: list[float]) -> list[float]:
 
 def verdict(d: Difference, sign: int, p_adjusted: float, delta: float = DELTA) -> str:
     """supported: the difference lies on the claimed side of 0 at the (Holm-adjusted) level ALPHA;
-    not supported: it lies on the other side; otherwise inconclusive, either because the interval
-    lies inside ±delta (no difference worth the name) or because it is too wide to tell."""
+    not supported: it lies on the other side; otherwise "no difference larger than delta" when the
+    interval lies inside ±delta, else "too few seeds to tell" (one seed gives no interval at all)."""
     if math.isnan(d.low):
-        return "inconclusive (one seed)"
+        return "too few seeds to tell (one seed: no interval)"
     if p_adjusted < ALPHA:
         return "supported" if sign * d.diff > 0 else "not supported (the opposite holds)"
     if -delta < d.low and d.high < delta:

@@ -95,7 +95,7 @@ def test_verdict_rule_by_its_properties():
         # a larger correction can only take a decision away, never make one
         assert verdict(d, sign, max(p_holm, ALPHA)) in (f"no difference larger than {DELTA}",
                                                         f"too few seeds to tell (interval [{d.low:+.3f}, {d.high:+.3f}])")
-    assert verdict(difference_interval([0.4], [0.3]), +1, float("nan")) == "inconclusive (one seed)"
+    assert verdict(difference_interval([0.4], [0.3]), +1, float("nan")) == "too few seeds to tell (one seed: no interval)"
 
 
 def test_verdicts_of_clear_cases():
