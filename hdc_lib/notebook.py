@@ -244,19 +244,20 @@ def ablation_from_records(results_dir: str | Path, rows, preset: str = "full") -
     a line that says so; else (None, a line that says why not: a record missing or retrained since)."""
     results = Path(results_dir)
     path = results / f"{preset}_ablation.json"
+    shown = path.relative_to(results.parent)         # results/<preset>_ablation.json, as the README names it
     if not path.exists():
-        return None, f"{path} does not exist"
+        return None, f"{shown} does not exist"
     report = json.loads(path.read_text())
     for row in rows:
         if row not in report["per_seed"]:
-            return None, f"{path} has no row {row}"
+            return None, f"{shown} has no row {row}"
         for seed, probes in zip(report["seeds"], report["per_seed"][row]):
             record = results / f"{preset}_runs" / row / f"seed{seed}" / "record.json"
             if not record.exists():
-                return None, f"{path} predates the records: {record} is missing (the run is being retrained)"
+                return None, f"{shown} predates the records: {record.relative_to(results.parent)} is missing"
             if json.loads(record.read_text())["run"]["probes"] != probes:
-                return None, f"{path} predates the records: {row} seed {seed} was retrained since"
-    return report, f"{path} (commit {report['commit']}, seeds {report['seeds']}), made from the records of {', '.join(rows)}"
+                return None, f"{shown} predates the records: {row} seed {seed} was retrained since"
+    return report, f"{shown} (commit {report['commit']}, seeds {report['seeds']}), made from the records of {', '.join(rows)}"
 
 
 def optimiser_steps(cfg, train_videos: int) -> int:
