@@ -246,3 +246,11 @@ def test_two_shipped_rows_probe_as_their_records_say_on_the_default_world():
         moved = entry["fp16_probe_change"][0] if entry["over_tolerance"] else FP16_TOLERANCE
         assert max(abs(probes[m] - recorded[m]) for m in recorded) <= moved + FP16_TOLERANCE, row
         assert max(abs(probes[m] - entry["probes"][m]) for m in recorded) <= FP16_TOLERANCE, row
+
+
+def test_a_change_of_two_test_videos_in_400_is_the_tolerance_itself():
+    from hdc_lib.shipped_weights import probe_change
+
+    before, after = {"direction@layer2": 217 / 400, "scene": 0.98}, {"direction@layer2": 215 / 400, "scene": 0.98}
+    assert 217 / 400 - 215 / 400 > FP16_TOLERANCE            # what float subtraction leaves
+    assert probe_change(before, after) == (FP16_TOLERANCE, "direction@layer2")
