@@ -23,20 +23,35 @@ for path in data runs results/full_runs; do
   [ -L "$TREE/$path" ] || { rm -rf "${TREE:?}/$path"; ln -s "$ROOT/$path" "$TREE/$path"; }
 done
 
+shipped() {  # ROW: its seed-0 weights are in the manifest
+  grep -q "\"$1/seed0/weights.pt\"" "$ROOT/results/full_runs/shipped_weights.json" 2>/dev/null
+}
+
 one_run() {  # ROW SEED
   local row=$1 seed=$2 log=$LOGS/$1.seed$2.log
+  local record=$ROOT/results/full_runs/$row/seed0/record.json old=$LOGS/old_records/$row.json
   echo "start $(date -u +%FT%TZ)" >> "$log"
+  # Seed 0 of a row that ships no weights yet trains again even where an older record of the same
+  # config stands for it (its checkpoint is what ships); the old record is kept aside and compared.
+  if [ "$seed" = 0 ] && ! shipped "$row" && [ -f "$record" ] && [ ! -f "$ROOT/runs/reproduce/full/$row/seed0/final.pt" ]; then
+    mkdir -p "$LOGS/old_records" && mv "$record" "$old"
+  fi
   (cd "$TREE" && PYTHONPATH=$TREE OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
      "$ROOT/.venv/bin/hdc" reproduce --preset full --rows "$row" --seeds "$seed" --jobs 1) >> "$log" 2>&1 \
     || { echo "FAILED $(date -u +%FT%TZ)" >> "$log"; return 0; }
-  if [ "$seed" = 0 ] && ! grep -q "\"$row/seed0/weights.pt\"" "$ROOT/results/full_runs/shipped_weights.json" 2>/dev/null; then
+  if [ "$seed" = 0 ] && [ -f "$old" ]; then
+    python3 -c "import json, sys; a, b = (json.load(open(f))['run']['probes'] for f in sys.argv[1:]); \
+print('the old record, every probe:', 'equal' if a == b else 'DIFFERENT in ' + ', '.join(k for k in a if a[k] != b.get(k)))" \
+      "$old" "$record" >> "$log"
+  fi
+  if [ "$seed" = 0 ] && ! shipped "$row"; then
     (cd "$ROOT" && OMP_NUM_THREADS=1 flock "$LOGS/export.lock" \
        "$ROOT/.venv/bin/hdc" reproduce --preset full --rows "$row" --export-weights) >> "$log" 2>&1 \
       || echo "EXPORT FAILED" >> "$log"
   fi
   echo "end $(date -u +%FT%TZ)" >> "$log"
 }
-export -f one_run
+export -f one_run shipped
 export ROOT TREE LOGS
 
 if [ $# -gt 0 ]; then
