@@ -42,9 +42,9 @@ def shipped(tmp_path_factory):
         # float16 (the float32 branch has its own test), whatever the rounding did.
         patch.setattr("hdc_lib.shipped_weights.FP16_TOLERANCE", 1.0)
         export_weights(plan, TINY.rows, setup().device)
-        patch.undo()
-        patch.setitem(PRESETS, "full", TINY)
-        yield {"root": root, "plan": plan, "trials": trials, **dirs}
+    # PRESETS["full"] is the real preset again: a test that needs TINY patches it for itself, so
+    # that the tests of the committed files, later in this module, read the preset they were made by
+    yield {"root": root, "plan": plan, "trials": trials, **dirs}
 
 
 def copy_of_results(shipped, tmp_path) -> Path:
@@ -163,6 +163,7 @@ def test_a_damaged_or_mismatched_file_is_refused_with_one_line(shipped, tmp_path
 
 
 def test_a_run_whose_probes_float16_moves_ships_in_float32(shipped, tmp_path, monkeypatch):
+    monkeypatch.setitem(PRESETS, "full", TINY)
     clone = copy_of_results(shipped, tmp_path)
     plan = dataclasses.replace(shipped["plan"], sources=clone / "results" / "full_runs")
     trial = copy.copy(shipped["trials"]["coupled"])
@@ -177,7 +178,8 @@ def test_a_run_whose_probes_float16_moves_ships_in_float32(shipped, tmp_path, mo
     assert set(saved) == set(shipped_part(final, "coupled")) and all(torch.equal(v, final[k]) for k, v in saved.items())
 
 
-def test_when_float32_would_break_the_size_limit_float16_ships_marked_over_tolerance(shipped, tmp_path):
+def test_when_float32_would_break_the_size_limit_float16_ships_marked_over_tolerance(shipped, tmp_path, monkeypatch):
+    monkeypatch.setitem(PRESETS, "full", TINY)
     clone = copy_of_results(shipped, tmp_path)
     plan = dataclasses.replace(shipped["plan"], sources=clone / "results" / "full_runs")
     trial = copy.copy(shipped["trials"]["coupled"])
