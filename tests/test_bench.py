@@ -1,5 +1,6 @@
 """`hdc bench`: the measuring instruments are right (speeds themselves are never asserted)."""
 import json
+import platform
 
 import numpy as np
 import pytest
@@ -165,6 +166,22 @@ def test_wall_times_section_reads_the_runs(tmp_path):
     text = "\n".join(report.wall_times_section(tmp_path))
     assert "commit abc, 900 steps x 1 seed(s)): its 2 runs trained for 15.0 min in all, 2 at a time" in text
     assert "took 18.6 min and trained 2 of them" in text and "00_data.ipynb: 21 s" in text
+    # a record that names its machine and the load it ran beside says so
+    (tmp_path / "notebook_times.json").write_text(json.dumps({
+        "command": "hdc bench notebooks", "commit": "abc", "machine": "AMD EPYC (x86_64)", "load_before": 2.1,
+        "seconds": {"00_data.ipynb": 21.4}}))
+    assert "commit abc, AMD EPYC (x86_64), load average 2.1 before the first):" in "\n".join(report.wall_times_section(tmp_path))
+
+
+def test_cpu_name_reads_the_model_name_and_falls_back_to_the_architecture(tmp_path):
+    from hdc_lib.provenance import cpu_name
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t: avx2\n\n"
+                       "processor\t: 1\nmodel name\t: AMD EPYC 7B13\n")
+    assert cpu_name(cpuinfo) == "AMD EPYC 7B13"
+    missing = cpu_name(tmp_path / "absent")
+    assert missing and missing == (platform.processor() or platform.machine())
 
 
 def test_precision_probes_table_compares_the_means_against_the_seed_spread():

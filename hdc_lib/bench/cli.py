@@ -6,6 +6,7 @@ The command line of `hdc bench` and its subcommands (`data`, `notebooks`, `preci
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -15,7 +16,7 @@ from hdc_lib.bench.notebooks import time_notebooks
 from hdc_lib.bench.precision_probes import precision_probes, precision_probes_table
 from hdc_lib.bench.presets import PAPER_PRESETS, bench_presets, format_presets
 from hdc_lib.bench.report import format_report, run_all, write_report
-from hdc_lib.provenance import code_commit, device_description
+from hdc_lib.provenance import code_commit, device_description, machine_description
 
 
 def add_bench_parser(subparsers) -> None:
@@ -122,12 +123,16 @@ def run_bench_data(args) -> int:
 
 def run_bench_notebooks(args) -> int:
     paths = [Path(p) for p in args.paths] or sorted(Path("notebooks").glob("*.ipynb"))
+    # what else ran meanwhile (a training run beside the notebooks slows them): the 1-minute load
+    # average before the first notebook, beside the machine
+    load = os.getloadavg()[0]
     seconds = time_notebooks(paths, inplace=args.inplace)
     for name, value in seconds.items():
         print(f"{name:40s} {value:6.0f} s")
     if not args.paths:  # the full set: record it for results/bench.md and the README
         command = "hdc bench notebooks" + (" --inplace" if args.inplace else "")
-        record = {"command": command, "commit": code_commit(), "seconds": seconds}
+        record = {"command": command, "commit": code_commit(), "machine": machine_description("cpu"),
+                  "load_before": round(load, 2), "seconds": seconds}
         Path(args.results).mkdir(parents=True, exist_ok=True)
         (Path(args.results) / "notebook_times.json").write_text(json.dumps(record, indent=1))
     return 0

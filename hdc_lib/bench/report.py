@@ -223,6 +223,8 @@ def wall_times_section(results_dir: Path) -> list[str]:
     notebooks = results_dir / "notebook_times.json"
     if notebooks.exists():
         run = json.loads(notebooks.read_text())
-        lines.append(f"- notebooks in their default mode (`{run['command']}`, commit {run['commit']}):")
+        machine = (f", {run['machine']}, load average {run['load_before']} before the first"
+                   if "machine" in run else "")
+        lines.append(f"- notebooks in their default mode (`{run['command']}`, commit {run['commit']}{machine}):")
         lines += [f"  - {name}: {seconds:.0f} s" for name, seconds in run["seconds"].items()]
     return lines + [""] if len(lines) > 2 else []
