@@ -554,15 +554,14 @@ def against_records(plan: Plan, per_seed: dict[str, list[dict]]) -> dict | None:
         return None
     reference, full = PRESETS[plan.preset.reference], PRESETS["full"]
 
-    def recorded(name: str, preset: Preset, row: str, seed: int) -> dict | None:
-        cfg = preset_run_config(preset, row, seed, plan.world_dir, plan.runs_dir, plan.train_videos)
-        run = read_record(plan.results / f"{name}_runs" / row / f"seed{seed}", cfg)
+    def recorded(name: str, row: str, seed: int) -> dict | None:
+        run = recorded_run(plan, name, row, seed)
         return run and run["probes"]
 
     rows = {}
     for row in plan.preset.rows:
-        seeds = {s: p for s in reference.seeds if (p := recorded(plan.preset.reference, reference, row, s))}
-        shipped = recorded("full", full, row, 0) if row in full.rows else None
+        seeds = {s: p for s in reference.seeds if (p := recorded(plan.preset.reference, row, s))}
+        shipped = recorded("full", row, 0) if row in full.rows else None
         # one seed here: its own record, made elsewhere, is the closest check of this machine
         same = seeds.get(plan.preset.seeds[0]) if len(plan.preset.seeds) == 1 else None
         rows[row] = {}
@@ -578,14 +577,20 @@ def against_records(plan: Plan, per_seed: dict[str, list[dict]]) -> dict | None:
             "shipped_steps": full.steps, "rows": rows}
 
 
+def recorded_run(plan: Plan, preset_name: str, row: str, seed: int) -> dict | None:
+    """The record (results/<preset_name>_runs/) of `row` at `seed` as that preset configures it on
+    this plan's world, or None when there is none made with today's config."""
+    cfg = preset_run_config(PRESETS[preset_name], row, seed, plan.world_dir, plan.runs_dir, plan.train_videos)
+    return read_record(plan.results / f"{preset_name}_runs" / row / f"seed{seed}", cfg)
+
+
 def full_budget_records(plan: Plan) -> dict[str, dict]:
     """The full preset's records of the `convergence` preset's rows at its seed (checked before
     anything trains: a missing one is a UserError naming the command that makes it)."""
-    full, seed = PRESETS["full"], plan.preset.seeds[0]
+    seed = plan.preset.seeds[0]
     records = {}
     for row in plan.preset.rows:
-        cfg = preset_run_config(full, row, seed, plan.world_dir, plan.runs_dir, plan.train_videos)
-        records[row] = read_record(plan.results / "full_runs" / row / f"seed{seed}", cfg)
+        records[row] = recorded_run(plan, "full", row, seed)
         if records[row] is None:
             raise UserError(f"no record of {row} seed {seed} in the full preset: `hdc reproduce --preset full "
                             f"--rows {row} --seeds {seed}` trains it", plan.results / "full_runs")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Rectangle
 
@@ -98,8 +99,16 @@ def training_curves(runs: dict[str, str | Path], path=None) -> Figure:
     return _save(fig, path)
 
 
+# How each HDC weighting turns the invariances iota into loss weights (hdc_lib/hdc.py).
+WEIGHTING_TITLES = {"invariance": "w_j = n iota_j / sum iota (W0)",
+                    "invariance_levels": "w_sl = L softmax_l(iota_sl / t) (W1)",
+                    "uniform": "w_j = 1 (uniform)", "learned": "w_j = exp(-s_j), learned"}
+
+
 def level_weights(run: str | Path, path=None) -> Figure:
-    """HDC's per-term loss weights and measured invariances over training."""
+    """HDC's per-term loss weights and measured invariances over training, titled with the
+    weighting the run's config.yaml names."""
+    weighting = yaml.safe_load((Path(run) / "config.yaml").read_text())["model"]["weighting"]
     steps = read_metrics(run, "step")
     terms = sorted(k.split("/", 1)[1] for k in steps[0] if k.startswith("weight/"))
     fig = Figure(figsize=(9, 3.2))
@@ -108,7 +117,7 @@ def level_weights(run: str | Path, path=None) -> Figure:
     for term in terms:
         weight_ax.plot(x, [r[f"weight/{term}"] for r in steps], label=term)
         inv_ax.plot(x, [r[f"invariance/{term}"] for r in steps], label=term)
-    weight_ax.set(xlabel="step", ylabel="w_j", title="level weights w_j = n iota_j / sum iota")
+    weight_ax.set(xlabel="step", ylabel="w_j", title=f"loss weights {WEIGHTING_TITLES[weighting]}")
     inv_ax.set(xlabel="step", ylabel="iota_j", title="invariance (1 + cos+) / 2, EMA")
     inv_ax.legend(fontsize=7)
     fig.tight_layout()

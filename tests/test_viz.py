@@ -195,3 +195,19 @@ def test_method_schematics_are_drawn_and_saved_legibly(tmp_path, draw):
     assert ("v3 = S(b; θ1)" in texts and "SC positive" in texts) if draw == "hdc_schematic" else \
         ("ℓ(z_vd, k_dv)" in texts and "s: one frame" in texts)
     assert imread(path).shape[1] >= 1000  # 11 inches at 100 dpi, less the trimmed margins
+
+
+@pytest.mark.parametrize("weighting,expected", [("invariance", "(W0)"), ("invariance_levels", "(W1)"),
+                                                 ("uniform", "w_j = 1")])
+def test_level_weights_titles_the_weighting_the_run_used(tmp_path, weighting, expected):
+    import json
+
+    from hdc_lib.viz import level_weights
+
+    (tmp_path / "config.yaml").write_text(f"method: hdc\nmodel:\n  weighting: {weighting}\n")
+    records = [{"kind": "step", "epoch": 1, "step": s, "global_step": s, "weight/temporal_layer4": 1.0 + s / 10,
+                "invariance/temporal_layer4": 0.9} for s in (1, 2)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    weight_ax = level_weights(tmp_path).axes[0]
+    assert expected in weight_ax.get_title()
+    assert list(weight_ax.lines[0].get_ydata()) == [1.1, 1.2]   # the logged weights, step by step
