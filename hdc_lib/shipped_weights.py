@@ -58,6 +58,32 @@ def read_manifest(path: Path) -> dict:
     return json.loads(path.read_text())["rows"] if path.exists() else {}
 
 
+def manifest_page(preset_name: str, entries: dict[str, dict]) -> str:
+    """The manifest as a page a reader can scan (shipped_weights.md beside it): each row's file,
+    precision, size and float16 probe change, with the policy that chose the precision."""
+    total = sum(e["bytes"] for e in entries.values())
+    lines = [f"# Shipped weights of the `{preset_name}` preset", "",
+             f"Seed 0 of each row, cut to what the notebooks read, {total / 1e6:.1f} MB in all (limit "
+             f"{MAX_TOTAL_BYTES / 1e6:g} MB; {MAX_ROW_BYTES / 1e6:g} MB per row). A row ships in float16 when that moves no "
+             f"probe by more than {FP16_TOLERANCE}; else in float32 if that fits the row limit; else in float16 marked "
+             "over tolerance, with the float16 model's own probes in the manifest (a float32 row is 2.6 MB; the "
+             "probes' own refitting noise is larger than the tolerance: results/probe_noise_floor.jsonl). Written from "
+             f"{MANIFEST} by `hdc reproduce --preset {preset_name} --export-weights` (or `--check-weights`).", "",
+             "| row | precision | size (MB) | largest float16 probe change | within tolerance | steps | trained at | exported at |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row, e in entries.items():
+        change, probe = e["fp16_probe_change"]
+        lines.append(f"| {row} | {e['dtype']} | {e['bytes'] / 1e6:.2f} | {change:.4f} ({probe}) | "
+                     f"{'no' if e['over_tolerance'] else 'yes'} | {e['steps']} | `{e['trained_at']}` | `{e['exported_at']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def write_manifest(manifest: Path, preset_name: str, entries: dict[str, dict]) -> None:
+    """The manifest and its page, side by side."""
+    manifest.write_text(json.dumps({"preset": preset_name, "rows": entries}, indent=1) + "\n")
+    manifest.with_suffix(".md").write_text(manifest_page(preset_name, entries))
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -192,7 +218,7 @@ def export_weights(plan: Plan, rows: tuple[str, ...], device) -> dict[str, dict]
     for row in rows:
         trial = HalfPrecisionTrial(plan, row, device)
         entries[row] = export_run(plan, trial, manifest, entries, device)
-        manifest.write_text(json.dumps({"preset": plan.name, "rows": entries}, indent=1) + "\n")
+        write_manifest(manifest, plan.name, entries)
         why = (f" (float32 would be over the {MAX_ROW_BYTES / 1e6:g} MB a row may ship: its shipped probes "
                "are the float16 model's own)") if entries[row]["over_tolerance"] else ""
         print(f"{trial.line()}; shipped in {entries[row]['dtype']}{why}, {entries[row]['bytes'] / 1e6:.2f} MB "

@@ -8,6 +8,7 @@ backend. The activation-map helpers (`full_frame_view`, `upsample_map`, `frame_m
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -107,8 +108,11 @@ WEIGHTING_TITLES = {"invariance": "w_j = n iota_j / sum iota (W0)",
 
 def level_weights(run: str | Path, path=None) -> Figure:
     """HDC's per-term loss weights and measured invariances over training, titled with the
-    weighting the run's config.yaml names."""
-    weighting = yaml.safe_load((Path(run) / "config.yaml").read_text())["model"]["weighting"]
+    weighting the run's config names (its config.yaml, or a record's record.json)."""
+    run = Path(run)
+    config = (yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists()
+              else json.loads((run / "record.json").read_text())["config"])
+    weighting = config["model"]["weighting"]
     steps = read_metrics(run, "step")
     terms = sorted(k.split("/", 1)[1] for k in steps[0] if k.startswith("weight/"))
     fig = Figure(figsize=(9, 3.2))

@@ -72,6 +72,13 @@ def test_export_ships_the_runs_own_weights_in_the_precision_its_probes_allow(shi
         record = json.loads((manifest.parent / row / "seed0" / "record.json").read_text())
         assert entry["trained_at"] == record["commit"]
         assert entry["steps"] == shipped["plan"].epochs[row] * shipped["plan"].steps_per_epoch
+    # the page beside the manifest names each row's precision, the commit it was trained at, and the total
+    page = manifest.with_suffix(".md").read_text().splitlines()
+    for row, entry in entries.items():
+        [line] = [l for l in page if l.startswith(f"| {row} |")]
+        assert "| float16 |" in line and f"`{entry['trained_at']}`" in line
+    total = sum(e["bytes"] for e in entries.values()) / 1e6
+    assert any(f"{total:.1f} MB in all" in l for l in page)
     assert any(k.startswith("online.heads.") for k in load_checkpoint(manifest.parent / entries["hdc"]["file"]))
     assert not any(k.startswith("online.heads.") for k in load_checkpoint(manifest.parent / entries["coupled"]["file"]))
     with pytest.MonkeyPatch.context() as patch:

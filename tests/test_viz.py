@@ -204,7 +204,10 @@ def test_level_weights_titles_the_weighting_the_run_used(tmp_path, weighting, ex
 
     from hdc_lib.viz import level_weights
 
-    (tmp_path / "config.yaml").write_text(f"method: hdc\nmodel:\n  weighting: {weighting}\n")
+    if weighting == "uniform":   # a record folder keeps its config in record.json
+        (tmp_path / "record.json").write_text(json.dumps({"config": {"model": {"weighting": weighting}}}))
+    else:
+        (tmp_path / "config.yaml").write_text(f"method: hdc\nmodel:\n  weighting: {weighting}\n")
     records = [{"kind": "step", "epoch": 1, "step": s, "global_step": s, "weight/temporal_layer4": 1.0 + s / 10,
                 "invariance/temporal_layer4": 0.9} for s in (1, 2)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
