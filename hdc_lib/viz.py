@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from matplotlib import colormaps
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Rectangle
 
@@ -53,10 +55,15 @@ def ablation_bars(table: dict[str, dict[str, tuple[float, float, float]]], metri
     return _save(fig, path)
 
 
+TAB10 = [to_hex(c) for c in colormaps["tab10"].colors]
+
+
 def row_styles(rows) -> dict[str, dict]:
     """One (colour, line style) per row, distinct for up to 30 rows: the ten tab10 colours, solid,
     then dashed, then dotted, so a figure of every ablation row never draws two rows alike."""
-    return {row: {"color": f"C{k % 10}", "linestyle": ("-", "--", ":")[k // 10 % 3]} for k, row in enumerate(rows)}
+    # the colours themselves, not "C<k>": those resolve against whatever colour cycle is active
+    # when the figure is drawn, so a notebook with another style would redraw them differently
+    return {row: {"color": TAB10[k % 10], "linestyle": ("-", "--", ":")[k // 10 % 3]} for k, row in enumerate(rows)}
 
 
 def probe_curves(curves: dict[str, list[dict]], metrics: tuple[str, ...],

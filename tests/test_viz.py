@@ -167,6 +167,9 @@ def test_probe_curves_draw_every_row_distinctly_with_its_points(tmp_path):
         assert list(line.get_xdata()) == [100, 200, 300]
         assert list(line.get_ydata()) == [p["scene"] for p in curves[line.get_label()]]
     assert row_styles(rows)["row0"] == row_styles(rows[:1])["row0"]  # a row's style depends on its place only
+    # the colours are fixed values, the same whatever colour cycle is active when drawn
+    with matplotlib.rc_context({"axes.prop_cycle": matplotlib.cycler(color=["black", "white"])}):
+        assert row_styles(rows)["row0"]["color"] == "#1f77b4"
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
