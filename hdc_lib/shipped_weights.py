@@ -66,7 +66,7 @@ def manifest_page(preset_name: str, entries: dict[str, dict]) -> str:
              f"Seed 0 of each row, cut to what the notebooks read, {total / 1e6:.1f} MB in all (limit "
              f"{MAX_TOTAL_BYTES / 1e6:g} MB; {MAX_ROW_BYTES / 1e6:g} MB per row). A row ships in float16 when that moves no "
              f"probe by more than {FP16_TOLERANCE}; else in float32 if that fits the row limit; else in float16 marked "
-             "over tolerance, with the float16 model's own probes in the manifest (a float32 row is 2.6 MB; the "
+             "over tolerance, with the float16 model's own probes in the manifest (the "
              "probes' own refitting noise is larger than the tolerance: results/probe_noise_floor.jsonl). Written from "
              f"{MANIFEST} by `hdc reproduce --preset {preset_name} --export-weights` (or `--check-weights`).", "",
              "| row | precision | size (MB) | largest float16 probe change | within tolerance | steps | trained at | exported at |",
