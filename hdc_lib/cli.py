@@ -151,7 +151,7 @@ def add_reproduce_parser(subparsers) -> None:
         description="Train and evaluate the methods and ablations on the toy world; write "
                     "results/<preset>_ablation.md and figures/<preset>_*.png.")
     parser.add_argument("--preset", choices=PRESET_NAMES, default="toy",
-                        help="toy: make demo's rows (< 25 min); toy_reference: the same over 3 seeds, "
+                        help="toy: make demo's rows (19 min on 2 cores); toy_reference: the same over 3 seeds, "
                         "recorded; full: every row, 3 seeds, 1800 steps, recorded; readings: HDC's "
                         "dropped readings at seed 0, recorded; convergence: the best row and its "
                         "control at 3600 steps, seed 0, recorded; smoke: a minute-scale check")

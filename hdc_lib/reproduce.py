@@ -1,7 +1,7 @@
 """The toy-scale reproduction behind `make demo`: the two papers' ablations on the toy world, several
 seeds, one budget, evaluated by the toy-world probes, written as a table of claims and figures.
 
-    hdc reproduce --preset toy      # results/toy_ablation.md + figures/toy_*.png (the demo, < 25 min)
+    hdc reproduce --preset toy      # results/toy_ablation.md + figures/toy_*.png (the demo: 19 min on 2 cores)
     hdc reproduce --preset full     # every row, 3 seeds, the converged budget (hours on 2 cores)
     hdc reproduce --preset smoke    # a minute-scale run of the same pipeline (used by the tests)
 
@@ -86,7 +86,8 @@ class Preset:
 
 PRESETS = {
     # `make demo`: the decoupling claim with its hard-negative control, and the two references,
-    # at a budget where motion shows (900 steps), one seed: 25 minutes on 2 CPU cores.
+    # at a budget where motion shows (900 steps), one seed: 19 minutes on a 2-core AMD EPYC, .venv included
+    # (results/bench.md; the aim is 25).
     "toy": Preset(rows=("tc_only_rev", "coupled_rev", *SUPERVISED), steps=900, supervised_steps=900,
                   seeds=(0,), curve_points=3, reference="toy_reference"),
     # The demo's runs over 3 seeds, recorded (results/toy_reference_runs/): what a `make demo` on
