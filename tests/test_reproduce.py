@@ -1,13 +1,16 @@
 """The reproduction pipeline end to end at smoke size (every row, probe, claim and figure); its
 statistics are tested in test_stats.py."""
 import json
+from pathlib import Path
 
 import pytest
 
 from hdc_lib.data.toyworld import read_world_record
 from hdc_lib.experiment import load_config
 from hdc_lib.reproduce import (CLAIMS, HEADLINE, PRESETS, RANDOM_INIT, claim_lines, clips_per_video, epochs_for,
-                               reproduce)
+                               plan_runs, recorded_run, reproduce)
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_budgets_are_steps_and_every_self_supervised_row_shares_one():
@@ -268,3 +271,23 @@ def test_the_convergence_preset_compares_twice_the_budget_with_the_full_record(t
     table = (tmp_path / "results" / "convergence_ablation.md").read_text()
     assert f'| coupled | {twice - moved:.3f} ({one_epoch} steps) | {twice:.3f} ({2 * one_epoch} steps) |' in table
     assert f'**no**: the tables say "at {one_epoch} steps"' in table
+
+
+@pytest.mark.parametrize("preset_name", [name for name, preset in PRESETS.items() if preset.records])
+def test_every_committed_record_still_stands_for_its_run(preset_name, tmp_path):
+    """A record whose config no longer matches its preset's is set aside with a warning, so a report
+    would silently lose it (the demo's comparison with toy_reference's seeds, say): every record the
+    repository holds must read as its run under today's configs, and a demo preset's reference
+    must hold every seed of every row the demo compares."""
+    folder = REPO / "results" / f"{preset_name}_runs"
+    committed = sorted(folder.glob("*/seed*/record.json"))
+    if not committed:
+        pytest.skip(f"no records of the {preset_name} preset committed")
+    plan = plan_runs(preset_name, REPO / "data" / "toyworld", tmp_path / "runs", REPO / "results")
+    stale = [str(path.relative_to(REPO)) for path in committed
+             if recorded_run(plan, preset_name, path.parent.parent.name, int(path.parent.name[len("seed"):])) is None]
+    assert not stale, f"records made with another config than today's: {stale}"
+    for demo in (p for p in PRESETS.values() if p.reference == preset_name):
+        missing = [(row, seed) for row in demo.rows for seed in PRESETS[preset_name].seeds
+                   if not (folder / row / f"seed{seed}" / "record.json").exists()]
+        assert not missing, missing
