@@ -191,6 +191,13 @@ def run_config_from_dict(raw: dict) -> RunConfig:
         raise ConfigError(f"model.shuffle_bn_groups={groups} must divide the global batch "
                           f"train.batch_size={cfg.train.batch_size} (the key pass runs in equal groups)",
                           key="model.shuffle_bn_groups")
+    if groups and cfg.train.sync_bn:
+        # SyncBatchNorm would pool every BatchNorm's statistics over all GPUs, the momentum
+        # encoder's too, so each shuffled key group would no longer see only its own statistics.
+        raise ConfigError(f"train.sync_bn=true undoes model.shuffle_bn_groups={groups}: SyncBatchNorm pools the key "
+                          "pass's BatchNorm statistics over every GPU, which shuffle BN exists to prevent; "
+                          "use one of the two (model.shuffle_bn_groups=0 for SyncBatchNorm)",
+                          key="model.shuffle_bn_groups")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"optim.lr must be > 0, got {cfg.optim.lr}", key="optim.lr")
     return cfg

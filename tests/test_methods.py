@@ -106,6 +106,18 @@ def test_a_preset_batch_that_the_shuffle_groups_do_not_divide_is_a_config_error(
     assert load_config("configs/ucf101/hdc_r2plus1d.yaml", ["train.batch_size=16"]).model.shuffle_bn_groups == 8
 
 
+def test_sync_bn_with_shuffle_bn_is_a_config_error_and_each_alone_is_not():
+    """SyncBatchNorm pools the key pass's statistics over every GPU, which is what shuffle BN
+    prevents: a config asking for both is refused, naming both keys."""
+    from hdc_lib.config import ConfigError
+    from hdc_lib.experiment import load_config
+
+    with pytest.raises(ConfigError, match=r"train.sync_bn=true undoes model.shuffle_bn_groups=8"):
+        load_config("configs/ucf101/hdc_r2plus1d.yaml", ["train.sync_bn=true"])
+    assert load_config("configs/ucf101/hdc_r2plus1d.yaml", ["train.sync_bn=true", "model.shuffle_bn_groups=0"]).train.sync_bn
+    assert not load_config("configs/ucf101/hdc_r2plus1d.yaml").train.sync_bn
+
+
 # -- shuffle BN ----------------------------------------------------------------------------------
 def key_pass(model, views):
     """The method's momentum-encoder key pass, flattened to {name: (B, D)}."""
