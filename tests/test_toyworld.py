@@ -182,3 +182,21 @@ def test_rendering_over_a_world_with_other_arguments_warns(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         assert ensure_toyworld(tmp_path, progress=False, **{**small, "seed": 1})["rendered"]
     assert "other arguments" in caplog.text
+
+
+def _ensure_in_another_process(out: str) -> bool:
+    return ensure_toyworld(out, progress=False, videos_per_class=2, size=16, frames=4)["rendered"]
+
+
+def test_processes_asking_for_one_world_at_once_render_it_once(tmp_path):
+    """The ranks of a torchrun job (or two runs started together) ensure the same world at the same
+    moment: one renders it, the others wait and find it complete, and the world is whole."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        rendered = pool.map(_ensure_in_another_process, [str(tmp_path)] * 3)
+    assert sorted(rendered) == [False, False, True]
+    rows = load_manifest(tmp_path)
+    assert len(rows) == 2 * len(ACTIONS)
+    assert sorted(str(p.relative_to(tmp_path / "videos")) for p in (tmp_path / "videos").rglob("*.mp4")) == \
+        sorted(row["path"] for row in rows)

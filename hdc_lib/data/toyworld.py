@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import argparse
 import colorsys
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import functools
 import json
 import logging
@@ -359,6 +361,18 @@ def _background(row: Mapping, world: ToyWorld) -> np.ndarray:
 WORLD_FILES = ("toyworld.json", "manifest.csv", "masks.npz", "splits", "videos")
 
 
+@contextlib.contextmanager
+def world_lock(out_dir: str | os.PathLike):
+    """Held while a world in `out_dir` is checked or rendered. Several processes may ask for the
+    same world at once (the ranks of a torchrun job, two runs started together): one renders, the
+    others wait here and then find its world complete, instead of deleting files it is writing."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+        yield
+
+
 def render_toyworld(out_dir: str | os.PathLike, *, progress: bool = True, **world_args) -> dict:
     """Render the world `ToyWorld(**world_args)` into `out_dir` (the layout in the module docstring).
 
@@ -367,8 +381,12 @@ def render_toyworld(out_dir: str | os.PathLike, *, progress: bool = True, **worl
     written last, so an interrupted render leaves no toyworld.json and `ensure_toyworld` redoes it.
     Returns the summary (see `summarize`) plus "seconds" and "rendered": True.
     """
-    world = ToyWorld(**world_args)
-    out = Path(out_dir)
+    with world_lock(out_dir):
+        return _render(Path(out_dir), ToyWorld(**world_args), progress)
+
+
+def _render(out: Path, world: ToyWorld, progress: bool) -> dict:
+    """`render_toyworld` with its lock held by the caller."""
     started = time.perf_counter()
     for name in WORLD_FILES:  # toyworld.json first
         target = out / name
@@ -405,13 +423,23 @@ def ensure_toyworld(out_dir: str | os.PathLike, *, progress: bool = True, **worl
     """Render the world into `out_dir` unless a complete world of the same version and arguments
     is already there. Returns the summary, with "rendered" telling whether it rendered now."""
     world = ToyWorld(**world_args)
-    record = read_world_record(out_dir)
-    if record.get("version") == VERSION and record.get("world") == dataclasses.asdict(world):
-        return {**record["summary"], "rendered": False}
-    if record:
-        logger.warning("%s holds a toy world made with other arguments (%s); rendering %s over it",
-                       out_dir, record.get("world"), dataclasses.asdict(world))
-    return render_toyworld(out_dir, progress=progress, **world_args)
+
+    def up_to_date() -> dict | None:
+        record = read_world_record(out_dir)
+        if record.get("version") == VERSION and record.get("world") == dataclasses.asdict(world):
+            return {**record["summary"], "rendered": False}
+        return None
+
+    # Checked without the lock first, so a complete world in a read-only folder is simply used.
+    if found := up_to_date():
+        return found
+    with world_lock(out_dir):
+        if found := up_to_date():  # rendered by another process while this one waited
+            return found
+        if record := read_world_record(out_dir):
+            logger.warning("%s holds a toy world made with other arguments (%s); rendering %s over it",
+                           out_dir, record.get("world"), dataclasses.asdict(world))
+        return _render(Path(out_dir), world, progress)
 
 
 def read_world_record(out_dir: str | os.PathLike) -> dict:
