@@ -118,6 +118,9 @@ class ContrastiveMethod(nn.Module):
         self.augment = SpatialAugment(cfg.augment)
         self.momentum_encoder: nn.ModuleDict | None = None
         self.queue: KeyQueue | None = None
+        # Where shuffle BN draws its permutations: the training loop sets its per-step generator;
+        # None (a method used outside the loop) draws from torch's global generator.
+        self.key_shuffle_generator: torch.Generator | None = None
         if cfg.queue_size:
             self.momentum_encoder = copy.deepcopy(self.online).requires_grad_(False)
             self.queue = KeyQueue(cfg.queue_size, {name: cfg.embed_dim for name in queues})
@@ -162,8 +165,7 @@ class ContrastiveMethod(nn.Module):
         saves, so a resumed run draws the same permutations on CPU and CUDA), else from torch's
         global generator (a method used outside the loop)."""
         if self.cfg.shuffle_bn_groups:
-            return shuffle_bn_forward(encode, clips, self.cfg.shuffle_bn_groups,
-                                      getattr(self, "key_shuffle_generator", None))
+            return shuffle_bn_forward(encode, clips, self.cfg.shuffle_bn_groups, self.key_shuffle_generator)
         return encode(*clips)
 
     @torch.no_grad()
