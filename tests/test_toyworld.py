@@ -200,3 +200,20 @@ def test_processes_asking_for_one_world_at_once_render_it_once(tmp_path):
     assert len(rows) == 2 * len(ACTIONS)
     assert sorted(str(p.relative_to(tmp_path / "videos")) for p in (tmp_path / "videos").rglob("*.mp4")) == \
         sorted(row["path"] for row in rows)
+
+
+def test_clips_of_one_group_share_no_factor():
+    """The probes' halves split each group (docs/methods.md, "Toy-world probes"): harmless only
+    because a group is just a name, its clips agreeing on scene or object no more often
+    than any two videos of the same action and split do."""
+    rows = draw_factors(ToyWorld())
+    for split in ("train", "test"):
+        for factor in ("scene_id", "object_id"):
+            same, other = [], []
+            for action in ACTIONS:
+                part = [r for r in rows if r["split"] == split and r["action"] == action]
+                for i, a in enumerate(part):
+                    for b in part[i + 1:]:
+                        (same if a["group"] == b["group"] else other).append(a[factor] == b[factor])
+            # ~1/8 (scene in test) to ~0.67 (scene in the biased train split): the same either way
+            assert abs(np.mean(same) - np.mean(other)) < 0.05, (split, factor, np.mean(same), np.mean(other))
