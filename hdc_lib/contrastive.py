@@ -24,14 +24,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.distributed.nn.functional import all_gather as all_gather_with_grad
 
 from hdc_lib.augment import AugmentConfig, SpatialAugment
 from hdc_lib.backbones import build_backbone
 from hdc_lib.config import ConfigError
 from hdc_lib.heads import ProjectionHead
 from hdc_lib.losses import contrastive_accuracy, contrastive_logits, info_nce_from_logits, mean_similarities
-from hdc_lib.moco import KeyQueue, ema_update_, shuffle_bn_forward
+from hdc_lib.moco import KeyQueue, ema_update_, gather_with_gradient, shuffle_bn_forward
 
 
 @dataclass
@@ -218,13 +217,12 @@ class ContrastiveMethod(nn.Module):
 def gather_keys(key: torch.Tensor) -> tuple[torch.Tensor, int]:
     """All ranks' keys and where this rank's rows start.
 
-    The gather is differentiable (torch.distributed.nn), so every rank's loss sends gradient to
-    the keys it borrowed: the DDP-averaged gradient equals that of the loss over the global batch.
+    The gather is differentiable (`moco.gather_with_gradient`), so every rank's loss sends gradient
+    to the keys it borrowed: the DDP-averaged gradient equals that of the loss over the global batch.
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return key, 0
-    parts = all_gather_with_grad(key.contiguous())
-    return torch.cat(parts), dist.get_rank() * key.shape[0]
+    return gather_with_gradient(key), dist.get_rank() * key.shape[0]
 
 
 def positive_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

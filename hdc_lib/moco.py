@@ -47,6 +47,33 @@ def gather_from_all_ranks(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+class _GatherWithGradient(torch.autograd.Function):
+    """all_gather whose backward hands each rank the gradient of its own rows."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor)
+        return tuple(parts)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor) -> torch.Tensor:
+        # d(sum_r loss_r)/d(this rank's rows) = sum over ranks r of the gradient rank r's loss
+        # sends them: every rank's gradients summed, this rank's slice kept.
+        summed = torch.stack(grads)
+        dist.all_reduce(summed)
+        return summed[dist.get_rank()]
+
+
+def gather_with_gradient(tensor: torch.Tensor) -> torch.Tensor:
+    """`gather_from_all_ranks` with gradient: every rank's loss sends gradient back to the rank
+    whose rows it read, so the DDP-averaged gradient equals that of the loss over the global batch
+    (the contrastive batch negatives, contrastive.py). Identity in a single process."""
+    if _world()[0] == 1:
+        return tensor
+    return torch.cat(_GatherWithGradient.apply(tensor.contiguous()))
+
+
 @torch.no_grad()
 def batch_shuffle(*tensors: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
     """Permute the batch so BatchNorm statistics of the key pass cannot leak which key matches which
