@@ -97,3 +97,24 @@ def test_cached_dataset_reports_missing_files_as_decode_errors(tmp_path):
     with pytest.raises(RuntimeError, match="none of the 1 videos"):
         dataset[0]
     assert dataset.stats.unreadable == {str(tmp_path / "gone.mp4"): "file not found"}
+
+
+def test_a_data_folder_moved_with_its_cache_keeps_every_entry(tmp_path, synthetic_video_writer):
+    """Keys hold the video's path from the cache folder's parent, not its absolute path: a data
+    folder moved (or copied with its files' times) along with its cache is served from the cache."""
+    old, new = tmp_path / "old" / "world", tmp_path / "new" / "world"
+    for index in range(3):
+        synthetic_video_writer(old / "videos" / f"video{index}.mp4", num_frames=9, seed=index)
+    samples = [(old / "videos" / f"video{index}.mp4", index) for index in range(3)]
+    before = VideoDataset(samples, RandomClipSampler(4), cache_dir=old / ".cache")
+    items = [before[i]["video"] for i in range(3)]
+    new.parent.mkdir()
+    os.rename(old, new)
+    moved = [(new / "videos" / f"video{index}.mp4", index) for index in range(3)]
+    decodes = []
+    after = VideoDataset(moved, RandomClipSampler(4), cache_dir=new / ".cache")
+    for i in range(3):
+        _, hit = after.cache.load(moved[i][0], after.decode_settings, lambda: decodes.append(1))
+        assert hit
+        assert torch.equal(after[i]["video"], items[i])
+    assert decodes == []

@@ -2,10 +2,12 @@
 
 Each entry is one video after the dataset's decode settings (e.g. the short-side resize), stored
 as a uint8 (N, H, W, C) .npy file and opened with mmap_mode="r": only the gathered frames are
-read from disk. The entry's name is a hash of the source file's absolute path, size and
-modification time (ns) and of the decode settings, so editing or touching the video, or changing
-the settings, makes a new entry rather than serving stale frames (old entries stay on disk until
-the directory is removed). Entries are written with `atomic_write`, so a run killed mid-write
+read from disk. The entry's name is a hash of the source file's path relative to the cache
+folder's parent (the data folder, for the default `<root>/.cache`), its size and modification time
+(ns) and the decode settings, so editing or touching the video, or changing the settings, makes a
+new entry rather than serving stale frames (old entries stay on disk until the directory is
+removed), while a data folder moved or copied with its cache and its files' times (`mv`,
+`cp -a`, `rsync -a`) keeps every entry. Entries are written with `atomic_write`, so a run killed mid-write
 never leaves a half-written entry; an entry that still fails to load is decoded and written again.
 
 `atomic_write` is also how checkpoints and cached features are written (checkpoint.py,
@@ -63,12 +65,14 @@ class DecodedVideoCache:
     def __init__(self, cache_dir: str | os.PathLike):
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.anchor = os.path.abspath(self.cache_dir.parent)  # what keys' paths are relative to
 
     def key(self, path: str | os.PathLike, settings: Mapping[str, Any]) -> str:
-        """Hash of the source file's identity (path, size, mtime in ns) and the decode settings."""
+        """Hash of the source file's identity (path from the cache folder's parent, size, mtime
+        in ns) and the decode settings."""
         size, mtime_ns = file_version(path)
-        identity = {"path": os.path.abspath(path), "size": size, "mtime_ns": mtime_ns,
-                    "settings": dict(settings), "version": CACHE_VERSION}
+        identity = {"path": os.path.relpath(os.path.abspath(path), self.anchor), "size": size,
+                    "mtime_ns": mtime_ns, "settings": dict(settings), "version": CACHE_VERSION}
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def entry_path(self, path: str | os.PathLike, settings: Mapping[str, Any]) -> Path:
