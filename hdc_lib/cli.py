@@ -191,8 +191,8 @@ def comma_list(text: str | None, option: str, kind=str) -> tuple | None:
 def run_reproduce(args) -> int:
     from hdc_lib.reproduce import default_dirs, plan_runs, reproduce
     from hdc_lib.runtime import setup
-    from hdc_lib.shipped_weights import (HalfPrecisionTrial, check_shipped, export_weights, manifest_page,
-                                         manifest_path, read_manifest)
+    from hdc_lib.shipped_weights import (HalfPrecisionTrial, check_shipped, export_weights, manifest_path,
+                                         read_manifest, write_manifest_page)
 
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
@@ -201,8 +201,8 @@ def run_reproduce(args) -> int:
         world, runs = default_dirs(args.preset, args.world, args.runs)
         checked = check_shipped(args.preset, args.results, world, runs, setup().device)
         manifest = manifest_path(args.results, args.preset)
-        if checked:  # the page beside the manifest, as the manifest says today (the manifest itself untouched)
-            manifest.with_suffix(".md").write_text(manifest_page(args.preset, read_manifest(manifest)))
+        if checked:  # the page beside the manifest, as the manifest says today
+            write_manifest_page(manifest, args.preset, read_manifest(manifest))
         print(f"{len(checked)} shipped weight files of the {args.preset} preset load and match their manifest"
               + (f": {', '.join(checked)}" if checked else ""))
     elif args.export_weights or args.measure_fp16:

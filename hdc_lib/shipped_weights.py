@@ -81,6 +81,11 @@ def manifest_page(preset_name: str, entries: dict[str, dict]) -> str:
 def write_manifest(manifest: Path, preset_name: str, entries: dict[str, dict]) -> None:
     """The manifest and its page, side by side."""
     manifest.write_text(json.dumps({"preset": preset_name, "rows": entries}, indent=1) + "\n")
+    write_manifest_page(manifest, preset_name, entries)
+
+
+def write_manifest_page(manifest: Path, preset_name: str, entries: dict[str, dict]) -> None:
+    """The manifest's page (`manifest_page`) beside it, the manifest itself untouched."""
     manifest.with_suffix(".md").write_text(manifest_page(preset_name, entries))
 
 
