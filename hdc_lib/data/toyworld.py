@@ -424,19 +424,20 @@ def ensure_toyworld(out_dir: str | os.PathLike, *, progress: bool = True, **worl
     is already there. Returns the summary, with "rendered" telling whether it rendered now."""
     world = ToyWorld(**world_args)
 
-    def up_to_date() -> dict | None:
-        record = read_world_record(out_dir)
+    def found(record: dict) -> dict | None:
+        """The summary of `record` when it is this world's, else None."""
         if record.get("version") == VERSION and record.get("world") == dataclasses.asdict(world):
             return {**record["summary"], "rendered": False}
         return None
 
     # Checked without the lock first, so a complete world in a read-only folder is simply used.
-    if found := up_to_date():
-        return found
+    if summary := found(read_world_record(out_dir)):
+        return summary
     with world_lock(out_dir):
-        if found := up_to_date():  # rendered by another process while this one waited
-            return found
-        if record := read_world_record(out_dir):
+        record = read_world_record(out_dir)
+        if summary := found(record):  # rendered by another process while this one waited
+            return summary
+        if record:
             logger.warning("%s holds a toy world made with other arguments (%s); rendering %s over it",
                            out_dir, record.get("world"), dataclasses.asdict(world))
         return _render(Path(out_dir), world, progress)
